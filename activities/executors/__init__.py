@@ -1,0 +1,38 @@
+"""Executors by name. Add one here to make it selectable with ``executor=``."""
+
+from __future__ import annotations
+
+from temporalio.exceptions import ApplicationError
+
+from activities.executors.base import ExecutionContext, ExecutionOutcome, Executor
+from activities.executors.shell import ShellExecutor
+from implflow.errors import EXECUTOR_UNAVAILABLE
+
+EXECUTORS: dict[str, type[Executor]] = {
+    "shell": ShellExecutor,
+}
+
+PLANNED = ("claude-code", "codex", "llm", "replay")
+"""Named in the design, not yet shipped: refused with a clear message, never silently."""
+
+
+def get_executor(name: str) -> Executor:
+    """The executor called ``name``, or a non-retryable error saying what to do."""
+    cls = EXECUTORS.get(name)
+    if cls is None:
+        if name in PLANNED:
+            hint = f"executor {name!r} is not available in this implflow version"
+        else:
+            hint = f"unknown executor {name!r}"
+        raise ApplicationError(
+            f"{hint}; available: {sorted(EXECUTORS)}. "
+            "Pass executor='shell' in the input or set IMPLFLOW_EXECUTOR=shell on the worker.",
+            type=EXECUTOR_UNAVAILABLE,
+            non_retryable=True,
+        )
+    executor = cls()
+    executor.check_available()
+    return executor
+
+
+__all__ = ["EXECUTORS", "ExecutionContext", "ExecutionOutcome", "Executor", "get_executor"]

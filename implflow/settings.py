@@ -1,0 +1,58 @@
+"""Worker and client settings: one pydantic-settings class, ``IMPLFLOW_`` prefix.
+
+The Temporal connection itself (address, namespace, TLS, API key) comes from
+Temporal's own environment configuration (``TEMPORAL_ADDRESS``,
+``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``, profiles in
+``temporal.toml``), read by ``temporalio.envconfig`` — see ``connection.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, HttpUrl, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from implflow import TASK_QUEUE
+
+
+class Settings(BaseSettings):
+    """Everything a worker or the CLI reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPLFLOW_", extra="ignore")
+
+    task_queue: str = Field(default=TASK_QUEUE, min_length=1)
+    executor: str = Field(
+        default="shell",
+        description="Executor used when a task names none. 'shell' works everywhere.",
+    )
+    data_dir: Path = Field(
+        default=Path.home() / ".implflow",
+        description="Embedded server database and worker workspaces live here.",
+    )
+    workspace_root: Path | None = Field(
+        default=None, description="Disposable clones; default: <data_dir>/workspaces."
+    )
+    webhook_url: HttpUrl | None = Field(
+        default=None, description="POSTed a JSON reminder when an approval is overdue."
+    )
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    max_concurrent_activities: int = Field(default=4, ge=1)
+    server_port: int = Field(default=7233, ge=1, le=65535)
+    ui_port: int = Field(default=8233, ge=1, le=65535)
+    env_allowlist: list[str] = Field(
+        default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"],
+        description="Variables an executor subprocess inherits; everything else is scrubbed.",
+    )
+
+    @field_validator("executor")
+    @classmethod
+    def _executor_lower(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def workspaces(self) -> Path:
+        return self.workspace_root or self.data_dir / "workspaces"

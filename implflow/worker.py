@@ -1,0 +1,64 @@
+"""The implflow worker: workflows + activities on the ``implflow`` task queue.
+
+Stops gracefully on SIGTERM/SIGINT: no new tasks are taken, running activities
+get ``IMPLFLOW_SHUTDOWN_GRACE_S`` seconds, then are cancelled (which kills their
+executor process groups). Anything unfinished is retried by another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import ImplActivities
+from implflow.connection import connect
+from implflow.logs import configure_logging, get_logger
+from implflow.settings import Settings
+from workflows import WORKFLOWS
+
+log = get_logger("implflow.worker")
+
+
+def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
+    """A worker for ``client``; tests use this with their own client and task queue."""
+    acts = ImplActivities(settings)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[acts.prepare_task, acts.run_phase, acts.send_reminder],
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_s),
+    )
+
+
+async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+    """Connect, run until ``stop`` is set or SIGTERM/SIGINT arrives, then shut down gracefully."""
+    settings = settings or Settings()
+    client = await connect()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker = build_worker(client, settings)
+    log.info(
+        "worker started",
+        task_queue=settings.task_queue,
+        default_executor=settings.executor,
+        address=client.service_client.config.target_host,
+        namespace=client.namespace,
+    )
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping", grace_s=settings.shutdown_grace_s)
+    log.info("worker stopped")
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(run_worker(settings))

@@ -1,0 +1,7 @@
+"""Deterministic orchestration only: no I/O, no clocks, no randomness."""
+
+from workflows.implementation import ImplementationWorkflow
+
+WORKFLOWS = [ImplementationWorkflow]
+
+__all__ = ["WORKFLOWS", "ImplementationWorkflow"]
