@@ -16,7 +16,9 @@ from temporalio.worker import Worker
 
 from activities import ImplActivities
 from implflow.connection import connect
+from implflow.errors import ImplflowError
 from implflow.logs import configure_logging, get_logger
+from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
 from workflows import WORKFLOWS
 
@@ -36,14 +38,21 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     )
 
 
-async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    settings: Settings | None = None,
+    stop: asyncio.Event | None = None,
+    client: Client | None = None,
+    handle_signals: bool = True,
+) -> None:
     """Connect, run until ``stop`` is set or SIGTERM/SIGINT arrives, then shut down gracefully."""
     settings = settings or Settings()
-    client = await connect()
+    client = client or await connect()
+    await ensure_search_attributes(client)
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
     worker = build_worker(client, settings)
     log.info(
         "worker started",
@@ -59,6 +68,11 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
 
 
 def main() -> None:
+    """Entry point of ``python worker.py``: exits non-zero with one line on a setup error."""
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except (ImplflowError, RuntimeError) as err:
+        log.error("worker could not start", error=str(err))
+        raise SystemExit(1) from None

@@ -1,0 +1,55 @@
+"""A stand-in "agent" for the demo and tests, run by the ``shell`` executor.
+
+It reads the phase context from ``$IMPLFLOW_CONTEXT_FILE`` and writes that
+phase's artifact under ``.implflow/`` in the repository, then commits it with
+trailers — the same contract a real coding agent follows. Deterministic and
+offline, so the demo needs no API key. Run: ``python -m implflow.demo_agent``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ARTIFACTS = {
+    "review": ("review.md", "# Review\n\n## Requirements\n- {title}\n\n## Acceptance criteria\n"
+               "- every endpoint documented and tested\n\n## Risks\n- none blocking\n"),
+    "design": ("design.md", "# Design\n\n{description}\n\n## API contract\nSee openapi.yaml.\n"),
+    "implement": ("implement.md", "# Implementation notes\n\nBusiness logic behind the contract.\n"),
+    "validate": ("validate.md", "# Validation\n\nInput validation and error handling added.\n"),
+    "optimize": ("optimize.md", "# Optimization\n\nNo N+1 queries; caching where it pays.\n"),
+    "test": ("test.md", "# Tests\n\nUnit and integration tests added.\n"),
+    "document": ("document.md", "# Documentation\n\nAPI docs and README updated.\n"),
+    "verify": ("verify.md", "# Verification\n\nTargets checked.\n"),
+}
+
+
+def main() -> int:
+    ctx = json.loads(Path(os.environ["IMPLFLOW_CONTEXT_FILE"]).read_text(encoding="utf-8"))
+    phase, rnd = ctx["phase"]["name"], ctx["round"]
+    name, template = ARTIFACTS.get(phase, (f"{phase}.md", f"# {phase}\n"))
+    body = template.format(title=ctx["title"], description=ctx["description"])
+    if ctx.get("feedback"):
+        body += "\n## Feedback addressed\n" + "".join(f"- {f}\n" for f in ctx["feedback"])
+    out = Path(".implflow") / name
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(body, encoding="utf-8")
+    if Path(".git").exists():
+        message = (
+            f"implflow: {phase} (round {rnd})\n\n"
+            f"Implflow-Workflow: {ctx['workflow_id']}\nImplflow-Phase: {phase}\n"
+            f"Implflow-Round: {rnd}\nImplflow-Attempt: {os.environ.get('IMPLFLOW_ATTEMPT', '1')}\n"
+            "Implflow-Executor: shell\n"
+        )
+        git = ["git", "-c", "user.name=implflow demo", "-c", "user.email=demo@implflow.invalid"]
+        subprocess.run([*git, "add", str(out)], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", message], check=True)
+    print(f"{phase}: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
