@@ -22,7 +22,8 @@ from rich.table import Table
 from implflow import TASK_QUEUE
 from implflow.client import FINAL_STATES, ImplflowClient, parse
 from implflow.errors import ImplflowError, InvalidInputError
-from implflow.models import ImplementationInput, TaskStatus
+from implflow.exit import hard_exit
+from implflow.models import ImplementationInput, TaskState, TaskStatus
 
 app = typer.Typer(
     name="implflow",
@@ -32,7 +33,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 # Client factory; tests replace it to inject a client connected to their own server.
@@ -40,7 +40,9 @@ ClientFactory = Callable[[], Awaitable[ImplflowClient]]
 
 
 async def _default_factory() -> ImplflowClient:
-    return await ImplflowClient.connect(task_queue=os.environ.get("IMPLFLOW_TASK_QUEUE", TASK_QUEUE))
+    return await ImplflowClient.connect(
+        task_queue=os.environ.get("IMPLFLOW_TASK_QUEUE", TASK_QUEUE)
+    )
 
 
 client_factory: ClientFactory = _default_factory
@@ -56,8 +58,9 @@ def _run(coro_fn: Callable[[ImplflowClient], Coroutine[Any, Any, T]]) -> T:
         try:
             flow = await client_factory()
         except RuntimeError as e:
+            reason = "connection refused" if "refused" in str(e).lower() else str(e).split(":")[0]
             raise ImplflowError(
-                f"cannot reach Temporal ({e}); start one with `implflow server` "
+                f"cannot reach Temporal ({reason}); start one with `implflow server` "
                 "or set TEMPORAL_ADDRESS"
             ) from None
         return await coro_fn(flow)
@@ -65,15 +68,21 @@ def _run(coro_fn: Callable[[ImplflowClient], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(go())
     except InvalidInputError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
+        say_error(e)
         raise typer.Exit(2) from None
     except ImplflowError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
+        say_error(e)
         raise typer.Exit(1) from None
     except Exception as e:  # RPC errors etc.: one line, not a traceback
         msg = getattr(e, "message", None) or str(e) or type(e).__name__
-        err.print(f"error: {msg}", markup=False, highlight=False)
+        say_error(msg)
         raise typer.Exit(1) from None
+
+
+def say_error(e: object) -> None:
+    """One plain line on stderr (no wrapping, no markup), whatever the terminal width."""
+    text = " ".join(str(e).split())
+    sys.stderr.write(f"error: {text}\n")
 
 
 def _emit_json(data: Any) -> None:
@@ -109,8 +118,12 @@ def build_input(
         if not isinstance(loaded, dict):
             raise InvalidInputError("invalid input: --input: must be a JSON object")
         data.update(loaded)
-    for key, val in (("title", title), ("description", description), ("repo", repo),
-                     ("executor", executor)):
+    for key, val in (
+        ("title", title),
+        ("description", description),
+        ("repo", repo),
+        ("executor", executor),
+    ):
         if val is not None:
             data[key] = val
     if skip:
@@ -120,36 +133,57 @@ def build_input(
     for spec in commands:
         phase, sep, argv = spec.partition("=")
         if not sep:
-            raise InvalidInputError(f"invalid input: --command: expected PHASE=JSON_ARGV, got {spec!r}")
+            raise InvalidInputError(
+                f"invalid input: --command: expected PHASE=JSON_ARGV, got {spec!r}"
+            )
         try:
             data.setdefault("commands", {})[phase] = json.loads(argv)
         except json.JSONDecodeError:
             raise InvalidInputError(
-                f"invalid input: --command {phase}: argv must be a JSON list, e.g. '[\"make\", \"test\"]'"
+                f"invalid input: --command {phase}: argv must be a JSON list, "
+                'e.g. \'["make", "test"]\''
             ) from None
-    if "repo" in data and data["repo"] and "://" not in str(data["repo"]) and "@" not in str(data["repo"]):
+    if (
+        "repo" in data
+        and data["repo"]
+        and "://" not in str(data["repo"])
+        and "@" not in str(data["repo"])
+    ):
         data["repo"] = str(Path(str(data["repo"])).expanduser().resolve())
     return parse(ImplementationInput, data)
 
 
 def render_status(status: TaskStatus) -> None:
     out.print(f"[bold]{status.title}[/bold]  ({status.workflow_id})")
-    out.print(f"state: [bold]{status.state.value}[/bold]  phase: {status.current_phase or '-'}"
-              f"  executor: {status.executor or '-'}" + ("  [yellow]paused[/yellow]" if status.paused else ""))
+    out.print(
+        f"state: [bold]{status.state.value}[/bold]  phase: {status.current_phase or '-'}"
+        f"  executor: {status.executor or '-'}"
+        + ("  [yellow]paused[/yellow]" if status.paused else "")
+    )
     table = Table("phase", "status", "rounds", "attempts", "duration", "outcome")
     for p in status.phases:
-        table.add_row(p.name, p.status.value, str(p.rounds), str(p.attempts),
-                      f"{p.duration_s:.1f}s" if p.duration_s else "", p.outcome[:60])
+        table.add_row(
+            p.name,
+            p.status.value,
+            str(p.rounds),
+            str(p.attempts),
+            f"{p.duration_s:.1f}s" if p.duration_s else "",
+            p.outcome[:60],
+        )
     out.print(table)
     if status.pending_approval:
         pa = status.pending_approval
-        out.print(f"[yellow]awaiting approval of {pa.phase}[/yellow] since "
-                  f"{pa.since.isoformat(timespec='seconds')}"
-                  + (f" (commit {pa.commit[:10]})" if pa.commit else ""))
+        out.print(
+            f"[yellow]awaiting approval of {pa.phase}[/yellow] since "
+            f"{pa.since.isoformat(timespec='seconds')}"
+            + (f" (commit {pa.commit[:10]})" if pa.commit else "")
+        )
     for d in status.decisions:
-        out.print(f"decision: {d.phase} {d.decision} by {d.approver} at "
-                  f"{d.at.isoformat(timespec='seconds')}" + (f" — {d.comment or d.feedback}"
-                                                             if (d.comment or d.feedback) else ""))
+        out.print(
+            f"decision: {d.phase} {d.decision} by {d.approver} at "
+            f"{d.at.isoformat(timespec='seconds')}"
+            + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else "")
+        )
     if status.error:
         out.print(f"[red]error:[/red] {status.error}", highlight=False)
 
@@ -160,26 +194,40 @@ def start(
     description: Annotated[str | None, typer.Option(help="What to build.")] = None,
     repo: Annotated[str | None, typer.Option(help="Path or git URL of the target repo.")] = None,
     executor: Annotated[str | None, typer.Option(help="Executor (default: the worker's).")] = None,
-    input_json: Annotated[str | None, typer.Option("--input", help="Full input as JSON, or @file.json.")] = None,
+    input_json: Annotated[
+        str | None, typer.Option("--input", help="Full input as JSON, or @file.json.")
+    ] = None,
     skip: Annotated[list[str] | None, typer.Option(help="Phase to skip (repeatable).")] = None,
-    approve_after: Annotated[list[str] | None, typer.Option(help="Phase followed by an approval (repeatable; replaces the default design+verify).")] = None,
-    command: Annotated[list[str] | None, typer.Option(help='shell executor: PHASE=\'["argv", "..."]\' (repeatable).')] = None,
-    workflow_id: Annotated[str | None, typer.Option("--id", help="Workflow id (default impl-<random>).")] = None,
+    approve_after: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Phase followed by an approval (repeatable; replaces the default design+verify)."
+        ),
+    ] = None,
+    command: Annotated[
+        list[str] | None,
+        typer.Option(help='shell executor: PHASE=\'["argv", "..."]\' (repeatable).'),
+    ] = None,
+    workflow_id: Annotated[
+        str | None, typer.Option("--id", help="Workflow id (default impl-<random>).")
+    ] = None,
     watch_: Annotated[bool, typer.Option("--watch", help="Watch progress after starting.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a task. Input is validated here first: bad input exits 2 naming the field."""
     try:
-        task = build_input(title, description, repo, executor, input_json, skip or [],
-                           approve_after, command or [])
+        task = build_input(
+            title, description, repo, executor, input_json, skip or [], approve_after, command or []
+        )
     except InvalidInputError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
+        say_error(e)
         raise typer.Exit(2) from None
 
     async def go(flow: ImplflowClient) -> None:
         wid = await flow.start(task, workflow_id)
         if as_json:
-            _emit_json({"workflow_id": wid, "task_queue": flow.task_queue})
+            # One line, so `--json --watch` output is JSON lines.
+            sys.stdout.write(json.dumps({"workflow_id": wid, "task_queue": flow.task_queue}) + "\n")
         else:
             out.print(f"started {wid}")
         if watch_:
@@ -197,12 +245,16 @@ async def _watch(flow: ImplflowClient, wid: str, as_json: bool) -> TaskStatus | 
             sys.stdout.flush()
             continue
         done = sum(1 for p in status.phases if p.status.value == "done")
-        out.print(f"[{done}/{len(status.phases)}] {status.state.value:<18} "
-                  f"{status.current_phase or '-'}", highlight=False)
+        out.print(
+            f"[{done}/{len(status.phases)}] {status.state.value:<18} {status.current_phase or '-'}",
+            highlight=False,
+        )
     if last and not as_json:
         if last.pending_approval:
-            out.print(f"waiting for approval of [bold]{last.pending_approval.phase}[/bold]: "
-                      f"implflow approve {wid} --phase {last.pending_approval.phase}")
+            out.print(
+                f"waiting for approval of [bold]{last.pending_approval.phase}[/bold]: "
+                f"implflow approve {wid} --phase {last.pending_approval.phase}"
+            )
         elif last.state in FINAL_STATES:
             render_status(last)
     return last
@@ -233,7 +285,12 @@ def approve(
     phase: Annotated[str, typer.Option(help="The phase waiting for approval.")],
     approver: Approver = "",
     comment: Annotated[str, typer.Option(help="Optional comment.")] = "",
-    signal: Annotated[bool, typer.Option("--signal", help="Send the `approve` signal instead of the validated `decide` update.")] = False,
+    signal: Annotated[
+        bool,
+        typer.Option(
+            "--signal", help="Send the `approve` signal instead of the validated `decide` update."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve the pending gate (validated: a refusal is reported, exit 1)."""
@@ -246,7 +303,8 @@ def approve(
             return
         d = await flow.decide(workflow_id, phase, "approve", who, comment=comment)
         _emit_json(d.model_dump(mode="json")) if as_json else out.print(
-            f"approved {phase} as {who} (commit {d.commit or '-'})")
+            f"approved {phase} as {who} (commit {d.commit or '-'})"
+        )
 
     _run(go)
 
@@ -258,7 +316,10 @@ def reject(
     feedback: Annotated[str, typer.Option(help="What must change (handed to the executor).")],
     approver: Approver = "",
     rewind_to: Annotated[str | None, typer.Option(help="Re-run from this earlier phase.")] = None,
-    signal: Annotated[bool, typer.Option("--signal", help="Send the `reject` signal instead of the `decide` update.")] = False,
+    signal: Annotated[
+        bool,
+        typer.Option("--signal", help="Send the `reject` signal instead of the `decide` update."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject the pending gate with feedback; the rewound phase and all later ones run again."""
@@ -269,28 +330,39 @@ def reject(
             await flow.reject(workflow_id, phase, who, feedback, rewind_to)
             _emit_json({"sent": "reject"}) if as_json else out.print("reject signal sent")
             return
-        d = await flow.decide(workflow_id, phase, "reject", who, feedback=feedback, rewind_to=rewind_to)
+        d = await flow.decide(
+            workflow_id, phase, "reject", who, feedback=feedback, rewind_to=rewind_to
+        )
         _emit_json(d.model_dump(mode="json")) if as_json else out.print(
-            f"rejected {phase}; re-running from {d.rewind_to or phase}")
+            f"rejected {phase}; re-running from {d.rewind_to or phase}"
+        )
 
     _run(go)
 
 
 @app.command("list")
 def list_(
-    state: Annotated[str | None, typer.Option(help="Filter by ImplState, e.g. awaiting_approval.")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="Filter by ImplState, e.g. awaiting_approval.")
+    ] = None,
     query: Annotated[str | None, typer.Option(help="Extra visibility query.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """List tasks (newest first)."""
+    valid = {s.value for s in TaskState}
+    if state is not None and state not in valid:
+        say_error(f"invalid input: --state: must be one of {sorted(valid)}")
+        raise typer.Exit(2)
     rows = _run(lambda flow: flow.list(state, query, limit))
     if as_json:
         _emit_json(rows)
         return
     table = Table("workflow id", "status", "state", "phase", "started")
     for r in rows:
-        table.add_row(*(str(r[k] or "") for k in ("workflow_id", "status", "state", "phase", "started")))
+        table.add_row(
+            *(str(r[k] or "") for k in ("workflow_id", "status", "state", "phase", "started"))
+        )
     out.print(table)
 
 
@@ -325,7 +397,9 @@ def worker() -> None:
 
 @app.command()
 def server(
-    data_dir: Annotated[Path | None, typer.Option(help="Where the database file lives (default IMPLFLOW_DATA_DIR).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where the database file lives (default IMPLFLOW_DATA_DIR).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="gRPC port (default 7233).")] = None,
     ui_port: Annotated[int | None, typer.Option(help="Web UI port (default 8233).")] = None,
     headless: Annotated[bool, typer.Option(help="No Web UI.")] = False,
@@ -338,33 +412,49 @@ def server(
     directory = data_dir or settings.data_dir
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        argv = dev_server_argv(directory / "temporal.db", port=port or settings.server_port,
-                               ui_port=ui_port or settings.ui_port, headless=headless)
+        argv = dev_server_argv(
+            directory / "temporal.db",
+            port=port or settings.server_port,
+            ui_port=ui_port or settings.ui_port,
+            headless=headless,
+        )
     except ImplflowError as e:
-        err.print(f"error: {e}", markup=False)
+        say_error(e)
         raise typer.Exit(1) from None
-    err.print(f"Temporal dev server on 127.0.0.1:{port or settings.server_port}, "
-              f"UI http://localhost:{ui_port or settings.ui_port}, data {directory}")
-    os.execv(argv[0], argv)  # the server owns this process: Ctrl-C and SIGTERM reach it directly
+    sys.stderr.write(
+        f"Temporal dev server on 127.0.0.1:{port or settings.server_port}, "
+        f"UI http://localhost:{ui_port or settings.ui_port}, data {directory}\n"
+    )
+    sys.stderr.flush()
+    # The server owns this process: Ctrl-C and SIGTERM reach it directly.
+    os.execv(argv[0], argv)  # noqa: S606 - argv list from find_binary, no shell
 
 
 @app.command()
 def demo(
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Approve the design without asking.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Approve the design without asking.")
+    ] = False,
 ) -> None:
-    """Run the whole thing locally: embedded server, a worker, and a demo task through all eight phases."""
+    """Run it all locally: embedded server, a worker, a demo task through the eight phases."""
     from implflow.demo import run_demo
 
     try:
         code = asyncio.run(run_demo(auto_approve=auto_approve, console=out))
     except ImplflowError as e:
-        err.print(f"error: {e}", markup=False)
+        say_error(e)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
 
 
 def main() -> None:
-    app()
+    """Console-script entry point."""
+    code = 0
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    hard_exit(code)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from implflow.converter import describe_validation_error
 from implflow.errors import ImplflowError, InvalidInputError
 from implflow.models import (
     ApproveSignal,
-    Decision,
     DecideInput,
+    Decision,
     ImplementationInput,
     ImplementationResult,
     PauseSignal,
@@ -102,9 +102,7 @@ class ImplflowClient:
         )
         return wid
 
-    async def approve(
-        self, workflow_id: str, phase: str, approver: str, comment: str = ""
-    ) -> None:
+    async def approve(self, workflow_id: str, phase: str, approver: str, comment: str = "") -> None:
         """Signal ``approve`` (fire and forget; use ``decide`` to be told if it was refused)."""
         msg = parse(ApproveSignal, {"phase": phase, "approver": approver, "comment": comment})
         await self._handle(workflow_id).signal("approve", msg)
@@ -147,9 +145,10 @@ class ImplflowClient:
             },
         )
         try:
-            return await self._handle(workflow_id).execute_update(
+            recorded: Decision = await self._handle(workflow_id).execute_update(
                 "decide", msg, result_type=Decision
             )
+            return recorded
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             raise ImplflowError(
@@ -164,10 +163,13 @@ class ImplflowClient:
 
     async def status(self, workflow_id: str) -> TaskStatus:
         """Query ``status`` (works on running and closed tasks)."""
-        return await self._handle(workflow_id).query("status", result_type=TaskStatus)
+        status: TaskStatus = await self._handle(workflow_id).query("status", result_type=TaskStatus)
+        return status
 
     async def result(self, workflow_id: str) -> ImplementationResult:
-        return await self._handle(workflow_id).result(result_type=ImplementationResult)
+        handle = self.client.get_workflow_handle(workflow_id, result_type=ImplementationResult)
+        result: ImplementationResult = await handle.result()
+        return result
 
     async def cancel(self, workflow_id: str) -> None:
         """Request cancellation: the running phase is stopped and the task ends ``cancelled``."""

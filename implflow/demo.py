@@ -24,7 +24,7 @@ from rich.table import Table
 from implflow.client import FINAL_STATES, ImplflowClient
 from implflow.connection import connect
 from implflow.logs import configure_logging
-from implflow.models import ImplementationInput, TaskState, TaskStatus
+from implflow.models import ApprovalPolicy, ImplementationInput, TaskState, TaskStatus
 from implflow.server import dev_server, ensure_search_attributes, port_open
 from implflow.settings import Settings
 from implflow.worker import run_worker
@@ -39,7 +39,11 @@ def make_demo_repo(parent: Path) -> Path:
     repo.mkdir(parents=True)
     (repo / "README.md").write_text("# demo-service\n\nTarget repository of the implflow demo.\n")
     git = ["git", "-c", "user.name=implflow demo", "-c", "user.email=demo@implflow.invalid"]
-    for args in (["init", "-q", "-b", "main"], ["add", "README.md"], ["commit", "-q", "-m", "init"]):
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "README.md"],
+        ["commit", "-q", "-m", "init"],
+    ):
         subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
     return repo
 
@@ -51,7 +55,7 @@ def demo_input(repo: Path) -> ImplementationInput:
         description=DEMO_DESCRIPTION,
         repo=str(repo),
         executor="shell",
-        approval={"after": ["design"]},  # type: ignore[arg-type]
+        approval=ApprovalPolicy(after=["design"]),
         commands=dict.fromkeys(
             ("review", "design", "implement", "validate", "optimize", "test", "document", "verify"),
             agent,
@@ -77,13 +81,17 @@ async def _server(settings: Settings, console: Console) -> AsyncIterator[str]:
         yield address
 
 
-async def _decide(flow: ImplflowClient, wid: str, status: TaskStatus, auto: bool,
-                  console: Console) -> None:
-    assert status.pending_approval is not None
+async def _decide(
+    flow: ImplflowClient, wid: str, status: TaskStatus, auto: bool, console: Console
+) -> None:
+    if status.pending_approval is None:
+        return
     phase = status.pending_approval.phase
     artifact = Path(".implflow") / f"{phase}.md"
-    console.print(f"\n[bold yellow]{phase} is waiting for your approval[/bold yellow] "
-                  f"(commit {status.pending_approval.commit or '-'}, artifact {artifact})")
+    console.print(
+        f"\n[bold yellow]{phase} is waiting for your approval[/bold yellow] "
+        f"(commit {status.pending_approval.commit or '-'}, artifact {artifact})"
+    )
     if auto:
         await flow.decide(wid, phase, "approve", "demo", comment="auto-approved by the demo")
         console.print(f"auto-approved {phase}")
@@ -115,7 +123,9 @@ async def run_demo(auto_approve: bool, console: Console) -> int:
         try:
             flow = ImplflowClient(client, settings.task_queue)
             wid = await flow.start(demo_input(repo), f"demo-{uuid.uuid4().hex[:8]}")
-            ui = f"http://localhost:{settings.ui_port}/namespaces/{client.namespace}/workflows/{wid}"
+            ui = (
+                f"http://localhost:{settings.ui_port}/namespaces/{client.namespace}/workflows/{wid}"
+            )
             console.print(f"started [bold]{wid}[/bold] — watch it in the Temporal UI: {ui}")
             final = await _follow(flow, wid, auto_approve, console)
         finally:
@@ -132,8 +142,11 @@ async def _follow(flow: ImplflowClient, wid: str, auto: bool, console: Console) 
         for p in status.phases:
             if p.status.value == "done" and (p.name, p.rounds) not in seen:
                 seen.add((p.name, p.rounds))
-                console.print(f"  [green]✓[/green] {p.name:<10} round {p.rounds}  "
-                              f"{p.duration_s:5.2f}s  {p.outcome}", highlight=False)
+                console.print(
+                    f"  [green]✓[/green] {p.name:<10} round {p.rounds}  "
+                    f"{p.duration_s:5.2f}s  {p.outcome}",
+                    highlight=False,
+                )
         if status.state in FINAL_STATES:
             return status
         if status.state == TaskState.AWAITING_APPROVAL:
@@ -144,13 +157,21 @@ async def _follow(flow: ImplflowClient, wid: str, auto: bool, console: Console) 
 def _summary(status: TaskStatus, repo: Path, console: Console) -> None:
     table = Table("phase", "status", "rounds", "attempts", "duration", "commit", title="Summary")
     for p in status.phases:
-        table.add_row(p.name, p.status.value, str(p.rounds), str(p.attempts),
-                      f"{p.duration_s:.2f}s", (p.commit or "")[:10])
+        table.add_row(
+            p.name,
+            p.status.value,
+            str(p.rounds),
+            str(p.attempts),
+            f"{p.duration_s:.2f}s",
+            (p.commit or "")[:10],
+        )
     console.print(table)
     for d in status.decisions:
-        console.print(f"decision: {d.phase} {d.decision} by {d.approver} "
-                      f"(commit {(d.commit or '-')[:10]})")
-    log = subprocess.run(["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True,
-                         check=False)
+        console.print(
+            f"decision: {d.phase} {d.decision} by {d.approver} (commit {(d.commit or '-')[:10]})"
+        )
+    log = subprocess.run(
+        ["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True, check=False
+    )
     console.print(f"\n[bold]{status.state.value}[/bold] — branch history of {repo}:")
     console.print(log.stdout.rstrip(), highlight=False)

@@ -15,10 +15,16 @@ import sys
 from pathlib import Path
 
 ARTIFACTS = {
-    "review": ("review.md", "# Review\n\n## Requirements\n- {title}\n\n## Acceptance criteria\n"
-               "- every endpoint documented and tested\n\n## Risks\n- none blocking\n"),
+    "review": (
+        "review.md",
+        "# Review\n\n## Requirements\n- {title}\n\n## Acceptance criteria\n"
+        "- every endpoint documented and tested\n\n## Risks\n- none blocking\n",
+    ),
     "design": ("design.md", "# Design\n\n{description}\n\n## API contract\nSee openapi.yaml.\n"),
-    "implement": ("implement.md", "# Implementation notes\n\nBusiness logic behind the contract.\n"),
+    "implement": (
+        "implement.md",
+        "# Implementation notes\n\nBusiness logic behind the contract.\n",
+    ),
     "validate": ("validate.md", "# Validation\n\nInput validation and error handling added.\n"),
     "optimize": ("optimize.md", "# Optimization\n\nNo N+1 queries; caching where it pays.\n"),
     "test": ("test.md", "# Tests\n\nUnit and integration tests added.\n"),

@@ -82,4 +82,4 @@ def configure_logging(fmt: str = "auto", level: str = "INFO") -> None:
 
 
 def get_logger(name: str = "implflow") -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)  # type: ignore[no-any-return]
+    return structlog.stdlib.get_logger(name)

@@ -16,7 +16,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 PHASES: tuple[str, ...] = (
     "review",
@@ -132,11 +139,12 @@ class Thresholds(_Input):
 
 
 class ImplementationInput(_Input):
-    """Input of ``ImplementationWorkflow``. Only ``title``, ``description`` and ``repo`` are required."""
+    """Input of ``ImplementationWorkflow``. Only title, description and repo are required."""
 
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     description: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS),
     ]
     repo: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
     executor: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = Field(
@@ -200,7 +208,9 @@ class RejectSignal(_Input):
 
     phase: PhaseName
     approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    feedback: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8000)]
+    feedback: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8000)
+    ]
     rewind_to: PhaseName | None = None
 
 

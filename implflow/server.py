@@ -38,13 +38,27 @@ REGISTER_COMMAND = (
 
 
 def dev_server_argv(
-    db_file: Path | None, ip: str = "127.0.0.1", port: int = 7233, ui_port: int = 8233,
-    headless: bool = False, namespace: str = "default",
+    db_file: Path | None,
+    ip: str = "127.0.0.1",
+    port: int = 7233,
+    ui_port: int = 8233,
+    headless: bool = False,
+    namespace: str = "default",
 ) -> list[str]:
     argv = [
-        find_binary("temporal"), "server", "start-dev",
-        "--ip", ip, "--port", str(port), "--ui-port", str(ui_port),
-        "--namespace", namespace, "--log-level", "warn",
+        find_binary("temporal"),
+        "server",
+        "start-dev",
+        "--ip",
+        ip,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--namespace",
+        namespace,
+        "--log-level",
+        "warn",
     ]
     for name in SEARCH_ATTRIBUTES:
         argv += ["--search-attribute", f"{name}=Keyword"]
@@ -69,15 +83,21 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def dev_server(
-    db_file: Path | None = None, port: int | None = None, ui_port: int | None = None,
-    headless: bool = False, log_file: Path | None = None, ready_timeout_s: float = 60.0,
+    db_file: Path | None = None,
+    port: int | None = None,
+    ui_port: int | None = None,
+    headless: bool = False,
+    log_file: Path | None = None,
+    ready_timeout_s: float = 60.0,
 ) -> AsyncIterator[str]:
     """Run a dev server on 127.0.0.1 for the duration of the block; yields ``host:port``."""
     port = port or free_port()
     ui_port = ui_port or free_port()
     argv = dev_server_argv(db_file, port=port, ui_port=ui_port, headless=headless)
     out = log_file.open("ab") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the server runs beside us
+        argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + ready_timeout_s
         while not port_open("127.0.0.1", port):

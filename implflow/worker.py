@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from activities import ImplActivities
 from implflow.connection import connect
 from implflow.errors import ImplflowError
+from implflow.exit import hard_exit
 from implflow.logs import configure_logging, get_logger
 from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
@@ -71,8 +72,10 @@ def main() -> None:
     """Entry point of ``python worker.py``: exits non-zero with one line on a setup error."""
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
+    code = 0
     try:
         asyncio.run(run_worker(settings))
     except (ImplflowError, RuntimeError) as err:
         log.error("worker could not start", error=str(err))
-        raise SystemExit(1) from None
+        code = 1
+    hard_exit(code)  # see its docstring: avoids a crash at interpreter finalization

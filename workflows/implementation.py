@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     # Models and pure helpers: pydantic classes must be the same objects inside the sandbox.
@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from implflow import errors
     from implflow.models import (
         ApproveSignal,
-        Decision,
         DecideInput,
+        Decision,
         ImplementationInput,
         ImplementationResult,
         PauseSignal,
@@ -58,13 +58,16 @@ REMINDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seco
 
 @workflow.defn(name="ImplementationWorkflow")
 class ImplementationWorkflow:
-    def __init__(self) -> None:
-        self._task: ImplementationInput | None = None
-        self._pipeline: list[PhaseSpec] = []
-        self._progress = Progress([], [])
+    @workflow.init
+    def __init__(self, task: ImplementationInput) -> None:
+        # Runs before any handler, so signals/queries always see a complete state.
+        self._task = task
+        self._pipeline: list[PhaseSpec] = build_pipeline(task)
+        names = [p.name for p in self._pipeline]
+        self._progress = Progress(names, [n for n in task.skip if n not in names])
         self._state = TaskState.RUNNING
-        self._phase: str | None = None
-        self._executor: str | None = None
+        self._phase: str | None = names[0]
+        self._executor = ""
         self._pending: PendingApproval | None = None
         self._answer: Decision | None = None
         self._decisions: list[Decision] = []
@@ -74,11 +77,7 @@ class ImplementationWorkflow:
 
     @workflow.run
     async def run(self, task: ImplementationInput) -> ImplementationResult:
-        self._task = task
-        self._pipeline = build_pipeline(task)
-        names = [p.name for p in self._pipeline]
-        self._progress = Progress(names, [n for n in task.skip if n not in names])
-        self._set(TaskState.RUNNING, names[0])
+        self._set(TaskState.RUNNING)
         wid = workflow.info().workflow_id
         try:
             prep = await workflow.execute_activity_method(
@@ -90,16 +89,12 @@ class ImplementationWorkflow:
             )
             self._executor = prep.executor
             await self._run_pipeline()
-        except asyncio.CancelledError:
-            self._error = "cancelled"
-            if self._phase:
-                self._progress.ended(
-                    self._phase, PhaseStatusValue.CANCELLED, "cancelled", workflow.now()
-                )
-            self._set(TaskState.CANCELLED)
-            workflow.logger.info("task cancelled", extra={"phase": self._phase})
-            raise
-        except (ActivityError, ApplicationError) as err:
+        except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
+            if is_cancelled_exception(err):
+                self._cancelled()
+                raise
+            if isinstance(err, asyncio.CancelledError):
+                raise
             raise self._failed(err) from err
         self._set(TaskState.COMPLETED, self._phase)
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -113,7 +108,6 @@ class ImplementationWorkflow:
         )
 
     async def _run_pipeline(self) -> None:
-        assert self._task is not None
         feedback: list[str] = []
         rejections: dict[str, int] = {}
         i = 0
@@ -143,7 +137,6 @@ class ImplementationWorkflow:
             self._progress.rewound([p.name for p in self._pipeline[i:]])
 
     async def _run_phase(self, spec: PhaseSpec, feedback: list[str]) -> PhaseResult:
-        assert self._task is not None and self._executor is not None
         self._set(TaskState.RUNNING, spec.name)
         rnd = self._progress.started(spec.name, workflow.now())
         self._refresh()
@@ -188,7 +181,6 @@ class ImplementationWorkflow:
         return result
 
     async def _await_approval(self, phase: str, commit: str | None) -> Decision:
-        assert self._task is not None
         policy = self._task.approval
         since = workflow.now()
         deadline = since + timedelta(seconds=policy.deadline_s)
@@ -215,8 +207,14 @@ class ImplementationWorkflow:
             answered = await self._wait_answer(policy.deadline_s - policy.remind_after_s)
         if not answered and policy.on_expiry == "fail":
             self._record(
-                Decision(phase=phase, decision="expired", approver="deadline", at=workflow.now(),
-                         commit=commit, via="deadline")
+                Decision(
+                    phase=phase,
+                    decision="expired",
+                    approver="deadline",
+                    at=workflow.now(),
+                    commit=commit,
+                    via="deadline",
+                )
             )
             raise ApplicationError(
                 f"approval of {phase} expired after {policy.deadline_s:.0f}s without a decision",
@@ -225,8 +223,10 @@ class ImplementationWorkflow:
             )
         if not answered:
             await workflow.wait_condition(lambda: self._answer is not None)
-        decision, self._answer, self._pending = self._answer, None, None
-        assert decision is not None
+        decision = self._answer
+        if decision is None:  # unreachable: every path above waited for an answer
+            raise ApplicationError("approval wait ended without a decision", non_retryable=True)
+        self._answer, self._pending = None, None
         self._set(TaskState.RUNNING, phase)
         return decision
 
@@ -277,10 +277,10 @@ class ImplementationWorkflow:
     def status(self) -> TaskStatus:
         return TaskStatus(
             workflow_id=workflow.info().workflow_id,
-            title=self._task.title if self._task else "",
+            title=self._task.title,
             state=self._state,
             current_phase=self._phase,
-            executor=self._executor,
+            executor=self._executor or None,
             paused=self._paused,
             phases=self._progress.phases,
             pending_approval=self._pending,
@@ -300,7 +300,7 @@ class ImplementationWorkflow:
             return f"phase {msg.phase!r} is not waiting for approval; {pending.phase!r} is"
         if self._answer is not None:
             return f"the {pending.phase} gate was already decided by {self._answer.approver}"
-        allow = self._task.approval.approvers if self._task else []
+        allow = self._task.approval.approvers
         if allow and msg.approver not in allow:
             return f"approver {msg.approver!r} is not on the approvers allowlist"
         if msg.rewind_to is not None:
@@ -318,7 +318,6 @@ class ImplementationWorkflow:
         self._record_answer(msg, via)
 
     def _record_answer(self, msg: DecideInput, via: str) -> Decision:
-        assert self._pending is not None
         self._answer = Decision(
             phase=msg.phase,
             decision=msg.decision,
@@ -327,7 +326,7 @@ class ImplementationWorkflow:
             comment=msg.comment,
             feedback=msg.feedback,
             rewind_to=msg.rewind_to,
-            commit=self._pending.commit,
+            commit=self._pending.commit if self._pending else None,
             via="update" if via == "update" else "signal",
         )
         self._record(self._answer)
@@ -337,12 +336,24 @@ class ImplementationWorkflow:
         self._decisions.append(decision)
         workflow.logger.info(
             "decision recorded",
-            extra={"phase": decision.phase, "decision": decision.decision,
-                   "approver": decision.approver},
+            extra={
+                "phase": decision.phase,
+                "decision": decision.decision,
+                "approver": decision.approver,
+            },
         )
 
     def _index(self, name: str) -> int:
         return [p.name for p in self._pipeline].index(name)
+
+    def _cancelled(self) -> None:
+        self._error = "cancelled"
+        if self._phase:
+            self._progress.ended(
+                self._phase, PhaseStatusValue.CANCELLED, "cancelled", workflow.now()
+            )
+        self._set(TaskState.CANCELLED)
+        workflow.logger.info("task cancelled", extra={"phase": self._phase})
 
     def _failed(self, err: ActivityError | ApplicationError) -> ApplicationError:
         message = _cause(err)
@@ -363,9 +374,8 @@ class ImplementationWorkflow:
         self._refresh()
 
     def _refresh(self) -> None:
-        title = self._task.title if self._task else ""
         workflow.set_current_details(
-            self._progress.checklist(title, self._state, self._pending, self._paused)
+            self._progress.checklist(self._task.title, self._state, self._pending, self._paused)
         )
 
 

@@ -36,20 +36,19 @@ def scrubbed_env(allow: Sequence[str], extra: Mapping[str, str]) -> dict[str, st
     return env
 
 
-def _kill_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+def kill_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Send ``sig`` to ``proc``'s whole process group; a group already gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
 
-async def _stop(proc: asyncio.subprocess.Process) -> None:
+async def stop_group(proc: asyncio.subprocess.Process) -> None:
     """SIGTERM the group, wait a little, then SIGKILL whatever is left."""
-    _kill_group(proc, signal.SIGTERM)
-    try:
+    kill_group(proc, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-    except TimeoutError:
-        pass
     # Children may outlive the leader; the group kill catches them too.
-    _kill_group(proc, signal.SIGKILL)
+    kill_group(proc, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         await proc.wait()
 
@@ -101,16 +100,14 @@ async def run_process(
                     raise TimeoutError(f"{argv[0]} ran longer than {timeout_s:.0f}s")
                 await asyncio.wait({waiter}, timeout=min(heartbeat_every_s, remaining))
                 if not waiter.done():
-                    heartbeat(
-                        {"pid": proc.pid, "elapsed_s": round(time.monotonic() - started, 1)}
-                    )
+                    heartbeat({"pid": proc.pid, "elapsed_s": round(time.monotonic() - started, 1)})
         except BaseException:
-            await _stop(proc)
+            await stop_group(proc)
             waiter.cancel()
             raise
         finally:
             # The leader exited but a child may linger in the group: never leave strays.
-            _kill_group(proc, signal.SIGKILL)
+            kill_group(proc, signal.SIGKILL)
     return ProcessResult(
         returncode=proc.returncode if proc.returncode is not None else -1,
         duration_s=time.monotonic() - started,

@@ -1,0 +1,77 @@
+"""What a gate learns from one report: small models that fit in workflow history.
+
+Each model carries the key figures and a capped list of examples (failed tests, top
+findings, contract errors), never the report itself; the full report stays on the branch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_LISTED = 20
+"""At most this many failed cases, findings or errors are listed in a report model."""
+
+MAX_ITEM_CHARS = 300
+"""Each listed item is cut to this many characters (history stays small)."""
+
+Severity = Literal["high", "medium", "low"]
+SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low")
+
+
+class _Report(BaseModel):
+    """Base of the parsed reports; tolerant of fields added later."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TestReport(_Report):
+    """Test results from JUnit XML (pytest, vitest, jest and most other runners)."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    total: int = Field(ge=0)
+    failures: int = Field(ge=0)
+    errors: int = Field(ge=0)
+    skipped: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    failed_cases: list[str] = Field(default_factory=list, max_length=MAX_LISTED)
+    """``suite::case: first line of the message`` for failures and errors, capped."""
+
+    @property
+    def passed(self) -> int:
+        """Tests that ran and neither failed, errored nor were skipped."""
+        return max(self.total - self.failures - self.errors - self.skipped, 0)
+
+
+class CoverageReport(_Report):
+    """Line (and branch, when measured) coverage from Cobertura XML."""
+
+    line_rate_pct: float = Field(ge=0, le=100)
+    branch_rate_pct: float | None = Field(default=None, ge=0, le=100)
+    """``None`` when the tool did not measure branches."""
+    lines_valid: int = Field(ge=0)
+    lines_covered: int = Field(ge=0)
+
+
+class FindingsReport(_Report):
+    """Lint, type or security findings from SARIF, counted by severity."""
+
+    tool: str
+    total: int = Field(ge=0)
+    by_severity: dict[str, int]
+    """Counts for ``high``, ``medium`` and ``low`` (all three keys always present)."""
+    high: int = Field(ge=0)
+    top: list[str] = Field(default_factory=list, max_length=MAX_LISTED)
+    """``severity rule file:line message``, most severe first, capped."""
+
+
+class ContractReport(_Report):
+    """Whether an OpenAPI 3.x document is valid, as judged by openapi-spec-validator."""
+
+    valid: bool
+    openapi_version: str | None = None
+    """The document's ``openapi`` field, ``None`` when it has none."""
+    paths: int = Field(ge=0)
+    errors: list[str] = Field(default_factory=list, max_length=MAX_LISTED)

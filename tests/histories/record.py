@@ -1,0 +1,119 @@
+"""Record the workflow histories the replay test checks: ``python -m tests.histories.record``.
+
+Re-record only on purpose: a history recorded by an older workflow version is
+exactly what proves a change is still replay-compatible. When a change is not,
+guard it with ``workflow.patched`` instead of re-recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from implflow.binaries import find_binary
+from implflow.converter import data_converter
+from implflow.models import (
+    ApproveSignal,
+    DecideInput,
+    ImplementationInput,
+    RejectSignal,
+    TaskStatus,
+)
+from implflow.server import ensure_search_attributes
+from implflow.settings import Settings
+from implflow.worker import build_worker
+
+HERE = Path(__file__).parent
+
+Scenario = Callable[[WorkflowHandle[Any, Any]], Awaitable[None]]
+
+
+async def _waiting(h: WorkflowHandle[Any, Any], phase: str) -> None:
+    for _ in range(300):
+        st = await h.query("status", result_type=TaskStatus)
+        if st.pending_approval and st.pending_approval.phase == phase:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(phase)
+
+
+async def approve_path(h: WorkflowHandle[Any, Any]) -> None:
+    await _waiting(h, "design")
+    await h.signal("approve", ApproveSignal(phase="design", approver="lead"))
+    await _waiting(h, "verify")
+    await h.execute_update("decide", DecideInput(phase="verify", decision="approve", approver="qa"))
+    await h.result()
+
+
+async def reject_and_rewind(h: WorkflowHandle[Any, Any]) -> None:
+    await _waiting(h, "design")
+    await h.signal(
+        "reject",
+        RejectSignal(
+            phase="design", approver="lead", feedback="add rate limiting", rewind_to="review"
+        ),
+    )
+    await _waiting(h, "design")
+    await h.signal("approve", ApproveSignal(phase="design", approver="lead"))
+    await _waiting(h, "verify")
+    await h.signal("approve", ApproveSignal(phase="verify", approver="qa"))
+    await h.result()
+
+
+async def deadline_expiry(h: WorkflowHandle[Any, Any]) -> None:
+    await _waiting(h, "design")
+    try:
+        await h.result()
+    except WorkflowFailureError:
+        return
+    raise AssertionError("expected the approval to expire")
+
+
+SCENARIOS: dict[str, tuple[dict[str, Any], Scenario]] = {
+    "approve_path": ({}, approve_path),
+    "reject_and_rewind": ({}, reject_and_rewind),
+    "deadline_expiry": (
+        {"approval": {"after": ["design"], "remind_after_s": 3600, "deadline_s": 7200}},
+        deadline_expiry,
+    ),
+}
+
+
+async def main() -> None:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_binary("temporal-test-server"),
+        data_converter=data_converter,
+    )
+    await ensure_search_attributes(env.client, register=True)
+    async with env:
+        with tempfile.TemporaryDirectory() as tmp:
+            tq = f"record-{uuid.uuid4().hex[:8]}"
+            async with build_worker(env.client, Settings(data_dir=Path(tmp)), tq):
+                for name, (extra, scenario) in SCENARIOS.items():
+                    inp = ImplementationInput.model_validate(
+                        {
+                            "title": f"replay {name}",
+                            "description": "Recorded for replay tests.",
+                            "repo": tmp,
+                            "executor": "shell",
+                            **extra,
+                        }
+                    )
+                    h = await env.client.start_workflow(
+                        "ImplementationWorkflow", inp, id=f"replay-{name}", task_queue=tq
+                    )
+                    await scenario(h)
+                    history = await h.fetch_history()
+                    (HERE / f"{name}.json").write_text(history.to_json(), encoding="utf-8")
+                    print(f"recorded {name}: {len(history.events)} events")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,126 @@
+"""The `implflow` CLI: input checks without a server, and the demo as a new user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from implflow.cli import app
+from implflow.server import free_port
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--description", "d", "--repo", "/tmp"], "title"),
+        (["--title", "t", "--description", "d", "--repo", ""], "repo"),
+        (["--title", "t", "--description", "d"], "repo"),
+        (["--title", "t", "--description", "d", "--repo", "/tmp", "--skip", "ship"], "skip"),
+        (
+            ["--title", "t", "--description", "d", "--repo", "/tmp", "--approve-after", "x"],
+            "approval.after",
+        ),
+        (
+            ["--title", "t", "--description", "d", "--repo", "/tmp", "--command", "review=make"],
+            "--command review",
+        ),
+        (
+            ["--title", "t", "--description", "d", "--repo", "/tmp", "--command", "nope"],
+            "--command",
+        ),
+        (["--input", "{bad json"], "--input"),
+        (["--input", "@/nonexistent.json"], "--input"),
+        (["--input", '{"title": "t", "description": "d", "repo": "/tmp", "budget": 5}'], "budget"),
+    ],
+)
+def test_start_rejects_bad_input_before_connecting(args: list[str], field: str) -> None:
+    # TEMPORAL_ADDRESS points nowhere: validation must fail first, without a server.
+    result = runner.invoke(app, ["start", *args], env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid input")
+    assert field in lines[0]
+
+
+def test_unreachable_server_is_one_line_exit_1() -> None:
+    result = runner.invoke(app, ["status", "some-id"], env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert result.exit_code == 1
+    assert "cannot reach Temporal" in result.output and "implflow server" in result.output
+
+
+def test_list_rejects_unknown_state_naming_it() -> None:
+    env = {"TEMPORAL_ADDRESS": "127.0.0.1:1"}
+    result = runner.invoke(app, ["list", "--state", "sleeping"], env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: invalid input: --state")
+
+
+def test_help_lists_the_public_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    for command in (
+        "server",
+        "worker",
+        "start",
+        "approve",
+        "reject",
+        "status",
+        "list",
+        "watch",
+        "cancel",
+        "demo",
+    ):
+        assert command in result.output
+
+
+def _demo(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "IMPLFLOW_DATA_DIR": str(tmp_path / "data"),
+        "IMPLFLOW_SERVER_PORT": str(free_port()),
+        "IMPLFLOW_UI_PORT": str(free_port()),
+        "COLUMNS": "160",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "implflow.cli", "demo", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.e2e
+def test_demo_auto_approve_completes_all_eight_phases(tmp_path: Path) -> None:
+    proc = _demo(tmp_path, "--auto-approve")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for phase in (
+        "review",
+        "design",
+        "implement",
+        "validate",
+        "optimize",
+        "test",
+        "document",
+        "verify",
+    ):
+        assert f"implflow: {phase} (round 1)" in out  # one commit per phase on the repo
+    assert out.count("decision: design approve") == 1 and "completed" in out
+    assert (tmp_path / "data" / "temporal.db").exists()  # persistent embedded server
+
+
+@pytest.mark.e2e
+def test_demo_asks_in_the_terminal_and_a_rejection_reruns_design(tmp_path: Path) -> None:
+    proc = _demo(tmp_path, stdin="r\nname the token lifetimes\ny\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "implflow: design (round 2)" in proc.stdout
+    assert "decision: design reject" in proc.stdout and "decision: design approve" in proc.stdout

@@ -1,0 +1,123 @@
+"""The shell executor through the real ``run_phase`` activity (ActivityEnvironment)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.phases import ImplActivities
+from implflow.models import PhaseInput, PhaseSpec
+from implflow.settings import Settings
+from tests.conftest import alive
+
+DUMP_CONTEXT = (
+    "import json, os, sys; ctx = json.load(open(os.environ['IMPLFLOW_CONTEXT_FILE'])); "
+    "json.dump({'ctx': ctx, 'argv': sys.argv[1:], 'env': dict(os.environ)}, "
+    "open('out.json', 'w')); print('dumped')"
+)
+
+
+def phase_input(repo: Path, command: list[str] | None, **spec: object) -> PhaseInput:
+    return PhaseInput(
+        workflow_id="wf-1",
+        title="t",
+        description="d; rm -rf / $(whoami)",
+        repo=str(repo),
+        executor="shell",
+        phase=PhaseSpec(name="implement", **spec),
+        round=2,  # type: ignore[arg-type]
+        feedback=["fix it"],
+        command=command,
+    )
+
+
+@pytest.fixture
+def acts(tmp_path: Path) -> ImplActivities:
+    return ImplActivities(Settings(data_dir=tmp_path / "data"))
+
+
+async def test_command_gets_context_file_and_argv_verbatim(
+    acts: ImplActivities, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CANARY_SECRET", "s3cr3t-value")
+    tricky = "$(touch pwned); `id` && echo hi"
+    result = await ActivityEnvironment().run(
+        acts.run_phase, phase_input(tmp_path, [sys.executable, "-c", DUMP_CONTEXT, tricky])
+    )
+    assert result.outcome == "done" and result.summary == "dumped" and result.round == 2
+    dumped = json.loads((tmp_path / "out.json").read_text())
+    assert dumped["argv"] == [tricky]  # passed as one argument, never through a shell
+    assert not (tmp_path / "pwned").exists()
+    assert dumped["ctx"]["feedback"] == ["fix it"] and dumped["ctx"]["round"] == 2
+    assert dumped["env"]["IMPLFLOW_PHASE"] == "implement"
+    assert "CANARY_SECRET" not in dumped["env"]  # scrubbed environment
+
+
+async def test_no_command_is_nothing_to_do(acts: ImplActivities, tmp_path: Path) -> None:
+    result = await ActivityEnvironment().run(acts.run_phase, phase_input(tmp_path, None))
+    assert result.outcome == "nothing-to-do"
+
+
+async def test_nonzero_exit_is_a_retryable_failure_with_the_output_tail(
+    acts: ImplActivities, tmp_path: Path
+) -> None:
+    cmd = [sys.executable, "-c", "import sys; print('tests failed: 3'); sys.exit(2)"]
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(acts.run_phase, phase_input(tmp_path, cmd))
+    assert info.value.type == "PhaseCommandFailed" and not info.value.non_retryable
+    assert "exited 2" in info.value.message and "tests failed: 3" in info.value.message
+
+
+async def test_missing_program_is_not_retried(acts: ImplActivities, tmp_path: Path) -> None:
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(acts.run_phase, phase_input(tmp_path, ["nope-xyz"]))
+    assert info.value.type == "ExecutorUnavailable" and info.value.non_retryable
+
+
+async def test_timeout_kills_the_process_group(acts: ImplActivities, tmp_path: Path) -> None:
+    pidfile = tmp_path / "child.pid"
+    script = (  # a child that would outlive its parent unless the whole group is killed
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(
+            acts.run_phase, phase_input(tmp_path, [sys.executable, "-c", script], timeout_s=1.5)
+        )
+    assert info.value.type == "PhaseTimeout"
+    await asyncio.sleep(0.2)
+    assert not alive(int(pidfile.read_text()))
+
+
+async def test_cancellation_kills_the_process_group(acts: ImplActivities, tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    env = ActivityEnvironment()
+    task = asyncio.create_task(
+        env.run(acts.run_phase, phase_input(tmp_path, [sys.executable, "-c", script]))
+    )
+    for _ in range(100):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        await asyncio.sleep(0.05)
+    env.cancel()
+    with pytest.raises(BaseException):  # noqa: B017,PT011 - cancellation surfaces as CancelledError
+        await task
+    await asyncio.sleep(0.2)
+    assert not alive(int(pidfile.read_text()))
+
+
+async def test_heartbeats_while_running(acts: ImplActivities, tmp_path: Path) -> None:
+    beats: list[object] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    cmd = [sys.executable, "-c", "import time; time.sleep(1.5)"]
+    await env.run(acts.run_phase, phase_input(tmp_path, cmd, heartbeat_s=2.0))
+    assert len(beats) >= 2  # one at start, at least one while the command ran

@@ -1,0 +1,379 @@
+"""ImplementationWorkflow on the time-skipping test server, with the real activities."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+
+from implflow.models import (
+    ApproveSignal,
+    DecideInput,
+    Decision,
+    ImplementationInput,
+    ImplementationResult,
+    PhaseStatusValue,
+    RejectSignal,
+    TaskState,
+    TaskStatus,
+)
+from tests.conftest import AGENT, WorkerFactory, alive, new_id
+
+ALL = ["review", "design", "implement", "validate", "optimize", "test", "document", "verify"]
+
+
+def task(repo: Path, **extra: Any) -> ImplementationInput:
+    data: dict[str, Any] = {
+        "title": "Auth API",
+        "description": "Create a secure authentication API with login, logout and refresh.",
+        "repo": str(repo),
+        "executor": "shell",
+        "commands": dict.fromkeys(ALL, AGENT),
+    }
+    data.update(extra)
+    return ImplementationInput.model_validate(data)
+
+
+async def start(
+    env: WorkflowEnvironment, tq: str, inp: ImplementationInput | dict[str, Any]
+) -> WorkflowHandle[Any, ImplementationResult]:
+    return await env.client.start_workflow(
+        "ImplementationWorkflow",
+        inp,
+        id=new_id(),
+        task_queue=tq,
+        result_type=ImplementationResult,
+    )
+
+
+async def wait_for(
+    handle: WorkflowHandle[Any, Any],
+    state: TaskState,
+    phase: str | None = None,
+    timeout: float = 30.0,
+) -> TaskStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await handle.query("status", result_type=TaskStatus)
+        if st.state == state and (phase is None or st.current_phase == phase):
+            return st
+        assert time.monotonic() < deadline, f"never reached {state}/{phase}; last: {st}"
+        await asyncio.sleep(0.1)
+
+
+async def test_approve_path_runs_all_phases_and_records_decisions(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo))
+        st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        assert st.pending_approval is not None and st.pending_approval.commit
+        assert [p.status for p in st.phases[:2]] == [PhaseStatusValue.DONE] * 2
+        await h.signal("approve", ApproveSignal(phase="design", approver="lead", comment="ok"))
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "verify")
+        decision = await h.execute_update(
+            "decide",
+            DecideInput(phase="verify", decision="approve", approver="qa"),
+            result_type=Decision,
+        )
+        assert decision.approver == "qa"
+        result = await h.result()
+    assert result.state == TaskState.COMPLETED
+    assert [p.name for p in result.phases] == ALL
+    assert all(p.status == PhaseStatusValue.DONE and p.rounds == 1 for p in result.phases)
+    assert [(d.phase, d.decision, d.approver, d.via) for d in result.decisions] == [
+        ("design", "approve", "lead", "signal"),
+        ("verify", "approve", "qa", "update"),
+    ]
+    design_commit = next(p.commit for p in result.phases if p.name == "design")
+    assert result.decisions[0].commit == design_commit
+    assert result.decisions[0].comment == "ok"
+    assert (repo / ".implflow" / "verify.md").exists()
+
+
+async def test_reject_rewinds_and_hands_feedback_to_the_executor(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": ["design"]}))
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        await h.signal(
+            "reject",
+            RejectSignal(
+                phase="design", approver="lead", feedback="add rate limiting", rewind_to="review"
+            ),
+        )
+        st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        assert [(p.name, p.rounds) for p in st.phases[:2]] == [("review", 2), ("design", 2)]
+        assert "add rate limiting" in (repo / ".implflow" / "design.md").read_text()
+        assert "add rate limiting" in (repo / ".implflow" / "review.md").read_text()
+        await h.signal("approve", ApproveSignal(phase="design", approver="lead"))
+        result = await h.result()
+    assert [d.decision for d in result.decisions] == ["reject", "approve"]
+    assert result.decisions[0].rewind_to == "review"
+    assert {p.name: p.rounds for p in result.phases}["implement"] == 1
+
+
+async def test_rejections_per_gate_are_bounded(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": ["review"], "max_rejections": 1}))
+        for _ in range(2):
+            await wait_for(h, TaskState.AWAITING_APPROVAL, "review")
+            await h.signal("reject", RejectSignal(phase="review", approver="a", feedback="no"))
+        with pytest.raises(WorkflowFailureError) as info:
+            await h.result()
+        assert (await h.query("status", result_type=TaskStatus)).state == TaskState.FAILED
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "RejectionLimitReached"
+
+
+async def test_decide_validator_refuses_bad_decisions(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(
+            ts_env, tq, task(repo, approval={"after": ["design"], "approvers": ["lead"]})
+        )
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        cases = [
+            (DecideInput(phase="review", decision="approve", approver="lead"), "not waiting"),
+            (DecideInput(phase="design", decision="approve", approver="mallory"), "allowlist"),
+            (
+                DecideInput(
+                    phase="design",
+                    decision="reject",
+                    approver="lead",
+                    feedback="x",
+                    rewind_to="test",
+                ),
+                "earlier phase",
+            ),
+        ]
+        for msg, reason in cases:
+            with pytest.raises(WorkflowUpdateFailedError) as info:
+                await h.execute_update("decide", msg)
+            assert reason in str(info.value.cause)
+        # Refused updates never entered history: nothing was decided.
+        assert (await h.query("status", result_type=TaskStatus)).decisions == []
+        ok = await h.execute_update(
+            "decide",
+            DecideInput(phase="design", decision="approve", approver="lead"),
+            result_type=Decision,
+        )
+        assert ok.decision == "approve"
+        with pytest.raises(WorkflowUpdateFailedError):  # already decided, nothing pending
+            await h.execute_update(
+                "decide", DecideInput(phase="design", decision="approve", approver="lead")
+            )
+        await h.result()
+
+
+async def test_bad_and_malformed_signals_are_ignored(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": ["design"]}))
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        await h.signal("approve", {"bogus": True})  # fails validation: dropped by the converter
+        await h.signal("approve", "not even an object")
+        await h.signal("approve", ApproveSignal(phase="verify", approver="x"))  # wrong phase
+        await h.signal(
+            "reject", RejectSignal(phase="design", approver="x", feedback="f", rewind_to="nope")
+        )
+        st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        assert len(st.ignored_messages) == 2 and st.decisions == []
+        await h.signal("approve", ApproveSignal(phase="design", approver="lead"))
+        assert (await h.result()).state == TaskState.COMPLETED
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_deadline_reminds_then_fails(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hook.received.clear()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        async with run_worker(webhook_url=url) as (_, tq):
+            h = await start(
+                ts_env,
+                tq,
+                task(
+                    repo,
+                    approval={"after": ["design"], "remind_after_s": 3600, "deadline_s": 2 * 86400},
+                ),
+            )
+            await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+            with pytest.raises(WorkflowFailureError) as info:
+                await h.result()  # time skips: reminder after 1 h, expiry after 2 days
+            st = await h.query("status", result_type=TaskStatus)
+    finally:
+        server.shutdown()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "ApprovalExpired"
+    assert [r["event"] for r in _Hook.received] == ["approval_overdue"]
+    assert _Hook.received[0]["phase"] == "design"
+    assert st.decisions[-1].decision == "expired" and st.pending_approval is not None
+    assert st.pending_approval.reminded
+
+
+async def test_deadline_keep_waiting_then_approve(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(
+            ts_env,
+            tq,
+            task(
+                repo,
+                approval={
+                    "after": ["design"],
+                    "remind_after_s": 60,
+                    "deadline_s": 120,
+                    "on_expiry": "wait",
+                },
+            ),
+        )
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        await ts_env.sleep(timedelta(days=5))
+        st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        assert st.pending_approval is not None and st.pending_approval.reminded
+        await h.signal("approve", ApproveSignal(phase="design", approver="late"))
+        assert (await h.result()).state == TaskState.COMPLETED
+
+
+async def test_pause_and_resume(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": ["review"]}))
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "review")
+        await h.signal("pause")
+        await h.signal("approve", ApproveSignal(phase="review", approver="lead"))
+        st = await wait_for(h, TaskState.PAUSED, "design")
+        assert st.paused and st.phases[1].status == PhaseStatusValue.PENDING
+        await asyncio.sleep(0.5)
+        assert (await h.query("status", result_type=TaskStatus)).state == TaskState.PAUSED
+        await h.signal("resume")
+        assert (await h.result()).state == TaskState.COMPLETED
+
+
+async def test_cancel_stops_the_running_phase_and_its_processes(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    script = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(300)"
+    slow = task(
+        repo,
+        commands={"implement": ["python3", "-c", script]},
+        phases=[{"name": "implement", "heartbeat_s": 2}],
+    )
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, slow)
+        await wait_for(h, TaskState.RUNNING, "implement")
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            await asyncio.sleep(0.1)
+        pid = int(pidfile.read_text())
+        await h.cancel()
+        with pytest.raises(WorkflowFailureError) as info:
+            await h.result()
+        st = await h.query("status", result_type=TaskStatus)
+    assert isinstance(info.value.cause, CancelledError)
+    assert st.state == TaskState.CANCELLED
+    assert st.phases[0].status == PhaseStatusValue.CANCELLED
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"description": "d", "repo": "/tmp"}, "title"),
+        ({"title": "t", "description": "d", "repo": ""}, "repo"),
+        ({"title": "t", "description": "d"}, "repo"),
+        ({"title": "t", "description": "x" * 20_001, "repo": "/tmp"}, "description"),
+        ({"title": "t", "description": "d", "repo": "/tmp", "skip": ["deploy"]}, "skip"),
+        ({"title": 5, "description": "d", "repo": "/tmp"}, "title"),
+    ],
+)
+async def test_bad_input_fails_at_once_naming_the_field(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, payload: dict[str, Any], field: str
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, payload)
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(h.result(), 20)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "InvalidInput" and cause.non_retryable
+    assert field in cause.message and "\n" not in cause.message
+
+
+@pytest.mark.parametrize(
+    ("extra", "error_type", "words"),
+    [
+        ({"executor": "claude-code"}, "ExecutorUnavailable", "IMPLFLOW_EXECUTOR"),
+        ({"repo": "/nonexistent/repo"}, "RepoUnavailable", "not a directory"),
+        ({"commands": {"review": ["no-such-program-xyz"]}}, "ExecutorUnavailable", "not installed"),
+    ],
+)
+async def test_unusable_setup_fails_fast_without_retrying(
+    ts_env: WorkflowEnvironment,
+    run_worker: WorkerFactory,
+    repo: Path,
+    extra: dict[str, Any],
+    error_type: str,
+    words: str,
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo).model_copy(update=extra))
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(h.result(), 20)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == error_type
+    assert words in cause.message
+
+
+async def test_failing_command_is_retried_then_fails_the_task(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    failing = task(
+        repo,
+        phases=[{"name": "test", "retry": {"maximum_attempts": 2, "initial_interval_s": 1}}],
+        commands={"test": ["python3", "-c", "import sys; print('boom'); sys.exit(3)"]},
+    )
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, failing)
+        with pytest.raises(WorkflowFailureError) as info:
+            await h.result()
+        st = await h.query("status", result_type=TaskStatus)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "PhaseCommandFailed"
+    assert "exited 3" in cause.message and "boom" in cause.message
+    assert st.state == TaskState.FAILED and st.phases[0].status == PhaseStatusValue.FAILED
