@@ -338,7 +338,8 @@ async def test_bad_input_fails_at_once_naming_the_field(
 @pytest.mark.parametrize(
     ("extra", "error_type", "words"),
     [
-        ({"executor": "claude-code"}, "ExecutorUnavailable", "IMPLFLOW_EXECUTOR"),
+        ({"executor": "codex"}, "ExecutorUnavailable", "IMPLFLOW_EXECUTOR"),
+        ({"executor": "claude-code"}, "ExecutorUnavailable", "npm install"),
         ({"repo": "/nonexistent/repo"}, "RepoUnavailable", "not a directory"),
         ({"commands": {"review": ["no-such-program-xyz"]}}, "ExecutorUnavailable", "not installed"),
     ],

@@ -5,14 +5,16 @@ from __future__ import annotations
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome, Executor
+from activities.executors.claude_code import ClaudeCodeExecutor
 from activities.executors.shell import ShellExecutor
 from implflow.errors import EXECUTOR_UNAVAILABLE
 
 EXECUTORS: dict[str, type[Executor]] = {
     "shell": ShellExecutor,
+    "claude-code": ClaudeCodeExecutor,
 }
 
-PLANNED = ("claude-code", "codex", "llm", "replay")
+PLANNED = ("codex", "llm", "replay")
 """Named in the design, not yet shipped: refused with a clear message, never silently."""
 
 

@@ -1,0 +1,418 @@
+"""The ``claude-code`` executor: Claude Code headless does a phase's work.
+
+Runs ``claude -p --output-format stream-json --verbose ... -- <prompt>`` in the
+workspace, under the discipline of ``stream.py``: argv list (the prompt is one
+argv element after ``--``, never shell text), stdin from /dev/null, a scrubbed
+environment plus ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL`` taken by name
+from the worker's environment, its own process group killed on cancellation,
+timeout, stall, or when it lingers after its ``result`` event.
+
+The raw event log goes to ``ctx.log_dir``; only a short summary returns. The
+``result`` event decides: ``error_max_turns`` / ``error_max_budget_usd`` are
+``BudgetExceeded`` (non-retryable), any other ``is_error`` is an API error or a
+failure (retryable), and a "successful" run with ``permission_denials`` is a
+failure too (Claude Code reports success after silently refusing a write).
+
+On a retry the executor resumes the session the previous attempt recorded (in
+its heartbeat details, or the session file in ``ctx.log_dir``); if this worker
+does not know that session, it starts afresh.
+
+Settings (environment, prefix ``IMPLFLOW_CLAUDE_``): ``BIN``, ``PERMISSION_MODE``
+(default ``acceptEdits``; ``bypassPermissions`` as root also needs ``IS_SANDBOX``
+in the env allowlist), ``ALLOWED_TOOLS`` (JSON list), ``MODEL``, ``MAX_TURNS``,
+``MAX_BUDGET_USD``, ``STALL_S``, ``LINGER_S``, ``APPEND_SYSTEM_PROMPT_FILE``.
+The task's ``budget`` (turns and dollars per phase) overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.executors.agent_errors import (
+    AGENT_API_ERROR,
+    AGENT_FAILED,
+    AGENT_PERMISSION_DENIED,
+    AGENT_STALLED,
+    BUDGET_EXCEEDED,
+)
+from activities.executors.base import ExecutionContext, ExecutionOutcome
+from activities.executors.process import scrubbed_env
+from activities.executors.stream import (
+    Event,
+    StreamLimits,
+    StreamResult,
+    StreamStalled,
+    run_event_stream,
+)
+from implflow.errors import EXECUTOR_UNAVAILABLE
+from implflow.models import PhaseInput
+
+log = structlog.stdlib.get_logger("implflow.executors.claude_code")
+
+CLAUDE_CODE_VERSION = "2.1.332"
+"""The Claude Code release implflow is tested against (its event fields change between releases)."""
+
+INSTALL_HINT = f"npm install -g @anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}"
+
+PASSED_BY_NAME = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
+"""Worker variables handed to the agent when set (values never enter history or logs)."""
+
+_BUDGET_SUBTYPES = {
+    "error_max_turns": "turn limit",
+    "error_max_budget_usd": "dollar budget",
+}
+
+
+class ClaudeCodeSettings(BaseSettings):
+    """How this worker runs Claude Code; environment prefix ``IMPLFLOW_CLAUDE_``."""
+
+    model_config = SettingsConfigDict(env_prefix="IMPLFLOW_CLAUDE_", extra="ignore")
+
+    bin: str = Field(default="claude", min_length=1, description="Program name or path.")
+    permission_mode: Literal[
+        "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"
+    ] = "acceptEdits"
+    allowed_tools: list[str] = Field(default_factory=list, description="--allowedTools entries.")
+    model: str | None = None
+    max_turns: int = Field(default=50, gt=0, description="Unless the task's budget sets one.")
+    max_budget_usd: float | None = Field(
+        default=None, gt=0, description="Unless the task's budget sets one."
+    )
+    stall_s: float = Field(
+        default=600.0, gt=0, description="No event for this long kills the agent (AgentStalled)."
+    )
+    linger_s: float = Field(
+        default=30.0, gt=0, description="Alive this long after its result event: killed."
+    )
+    append_system_prompt_file: Path | None = Field(
+        default=None, description="Specialist text appended to Claude Code's system prompt."
+    )
+
+
+@dataclass
+class _Session:
+    """What the event stream has told us so far."""
+
+    session_id: str | None = None
+    saw_init: bool = False
+    version: str | None = None
+    message_ids: set[str] = field(default_factory=set)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    api_retries: int = 0
+    result: Event | None = None
+
+    def on_event(self, event: Event) -> None:
+        kind, subtype = event.get("type"), event.get("subtype")
+        if isinstance(event.get("session_id"), str):
+            self.session_id = event["session_id"]
+        if kind == "system" and subtype == "init":
+            self.saw_init = True
+            self.version = str(event.get("claude_code_version") or "") or None
+        elif kind == "system" and subtype == "api_retry":
+            self.api_retries += 1
+        elif kind == "assistant":
+            message = event.get("message") or {}
+            message_id = message.get("id")
+            # One API message may arrive as several events (one per content block).
+            if isinstance(message_id, str) and message_id not in self.message_ids:
+                self.message_ids.add(message_id)
+                usage = message.get("usage") or {}
+                self.input_tokens += _int(usage.get("input_tokens"))
+                self.output_tokens += _int(usage.get("output_tokens"))
+        elif kind == "result":
+            self.result = event
+
+    @property
+    def turns(self) -> int:
+        if self.result is not None:
+            return _int(self.result.get("num_turns"))
+        return len(self.message_ids)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Claude Code prices a run only in its ``result`` event."""
+        if self.result is None:
+            return None
+        return float(self.result.get("total_cost_usd") or 0.0)
+
+    def progress(self) -> dict[str, object]:
+        return {
+            "session_id": self.session_id,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+    def facts(self) -> str:
+        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "cost unknown"
+        return f"{self.turns} turns, {cost}, session {self.session_id or 'none'}"
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _is_result(event: Event) -> bool:
+    return event.get("type") == "result"
+
+
+def phase_prompt(pin: PhaseInput) -> str:
+    """The user prompt for one phase round (task text stays data: one argv element)."""
+    parts = [
+        f"You are doing the {pin.phase.name!r} phase (round {pin.round}) of a software "
+        "implementation task in the repository that is your working directory.",
+        f"# Task: {pin.title}\n\n{pin.description}",
+    ]
+    if pin.phase.instructions.strip():
+        parts.append(f"# What this phase must do\n\n{pin.phase.instructions.strip()}")
+    if pin.previous:
+        done = "\n".join(f"- {p.name} (round {p.round}): {p.summary}" for p in pin.previous)
+        parts.append(f"# Earlier phases\n\n{done}")
+    if pin.feedback:
+        notes = "\n".join(f"- {note}" for note in pin.feedback)
+        parts.append(f"# Feedback to address (failed checks or a reviewer)\n\n{notes}")
+    parts.append(
+        "Change files only inside the working directory. Do not commit or push: "
+        "implflow commits your changes when the phase ends. Finish with a short summary."
+    )
+    return "\n\n".join(parts)
+
+
+RESUME_PROMPT = (
+    "The previous attempt at this phase was interrupted. Continue where it stopped "
+    "and finish the phase, then give a short summary."
+)
+
+
+class ClaudeCodeExecutor:
+    """Claude Code headless: one ``claude -p`` run per phase attempt."""
+
+    name = "claude-code"
+
+    def __init__(
+        self, settings: ClaudeCodeSettings | None = None, *, system_prompt: str | None = None
+    ) -> None:
+        try:
+            self.settings = settings or ClaudeCodeSettings()
+        except ValidationError as err:
+            raise ApplicationError(
+                f"claude-code executor: bad IMPLFLOW_CLAUDE_* setting: {err}",
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            ) from None
+        self.system_prompt = system_prompt
+
+    def check_available(self) -> None:
+        """Raise a non-retryable ``EXECUTOR_UNAVAILABLE`` when ``claude`` is not installed."""
+        self._binary()
+
+    def _binary(self) -> str:
+        found = shutil.which(self.settings.bin)
+        if found is None:
+            raise ApplicationError(
+                f"claude-code executor: {self.settings.bin!r} is not installed on this worker; "
+                f"install with: {INSTALL_HINT} (or set IMPLFLOW_CLAUDE_BIN to its path)",
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            )
+        return found
+
+    def argv(self, binary: str, pin: PhaseInput, *, resume: str | None) -> list[str]:
+        """The command line; the prompt is the last element, after ``--``."""
+        s = self.settings
+        max_turns = pin.budget.max_turns_per_phase or s.max_turns
+        budget_usd = pin.budget.max_usd_per_phase or s.max_budget_usd
+        argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        argv += ["--permission-mode", s.permission_mode, "--max-turns", str(max_turns)]
+        if budget_usd is not None:
+            argv += ["--max-budget-usd", f"{budget_usd:g}"]
+        if s.model:
+            argv += ["--model", s.model]
+        if s.allowed_tools:
+            # One "--opt=value" element: a variadic option can never swallow the prompt.
+            argv.append("--allowedTools=" + ",".join(s.allowed_tools))
+        system_prompt = self._system_prompt()
+        if system_prompt:
+            argv += ["--append-system-prompt", system_prompt]
+        if resume:
+            argv += ["--resume", resume]
+        # "--" ends the options: task text starting with "-" is still only the prompt.
+        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin)]
+        return argv
+
+    def _system_prompt(self) -> str | None:
+        if self.system_prompt is not None:
+            return self.system_prompt
+        path = self.settings.append_system_prompt_file
+        return path.read_text(encoding="utf-8") if path is not None else None
+
+    async def execute(self, ctx: ExecutionContext) -> ExecutionOutcome:
+        """Run Claude Code on the phase; raise ``ApplicationError`` on any failed run."""
+        pin = ctx.phase_input
+        binary = self._binary()
+        session_file = ctx.log_dir / f"{pin.phase.name}-r{pin.round}.claude-session.json"
+        resume = _previous_session(session_file) if ctx.attempt > 1 else None
+        session, result = await self._run(ctx, binary, session_file, resume=resume)
+        if resume and not session.saw_init and _failed(session, "error_during_execution"):
+            # This worker has no such session (another worker ran the attempt): start afresh.
+            log.warning("session to resume not found; starting afresh", session_id=resume)
+            session, result = await self._run(ctx, binary, session_file, resume=None)
+        return _judge(session, result, pin, self.settings.permission_mode)
+
+    async def _run(
+        self, ctx: ExecutionContext, binary: str, session_file: Path, *, resume: str | None
+    ) -> tuple[_Session, StreamResult]:
+        pin = ctx.phase_input
+        session = _Session()
+        stem = f"{pin.phase.name}-r{pin.round}-a{ctx.attempt}{'-resume' if resume else ''}.claude"
+
+        def on_event(event: Event) -> None:
+            known = session.session_id
+            session.on_event(event)
+            if session.session_id and session.session_id != known:
+                _record_session(session_file, session.session_id, ctx.attempt)
+
+        try:
+            result = await run_event_stream(
+                self.argv(binary, pin, resume=resume),
+                cwd=ctx.workdir,
+                env=_agent_env(ctx.env_allowlist),
+                log_path=ctx.log_dir / f"{stem}.jsonl",
+                stderr_path=ctx.log_dir / f"{stem}.stderr.log",
+                limits=StreamLimits(
+                    timeout_s=pin.phase.timeout_s,
+                    stall_s=self.settings.stall_s,
+                    linger_s=self.settings.linger_s,
+                    heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
+                ),
+                on_event=on_event,
+                is_final=_is_result,
+                heartbeat=ctx.heartbeat,
+                progress=session.progress,
+            )
+        except FileNotFoundError:
+            raise ApplicationError(
+                f"claude-code executor: {binary!r} disappeared; install with: {INSTALL_HINT}",
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            ) from None
+        except StreamStalled as err:
+            raise ApplicationError(
+                f"phase {pin.phase.name!r}: {err} ({session.facts()})",
+                _details(session),
+                type=AGENT_STALLED,
+            ) from None
+        return session, result
+
+
+def _agent_env(allowlist: tuple[str, ...]) -> dict[str, str]:
+    extra = {name: os.environ[name] for name in PASSED_BY_NAME if os.environ.get(name)}
+    extra["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+    return scrubbed_env(allowlist, extra)
+
+
+def _record_session(path: Path, session_id: str, attempt: int) -> None:
+    """Written as soon as the session is known, so a retry after a crash can resume it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"session_id": session_id, "attempt": attempt}), encoding="utf-8")
+
+
+def _previous_session(session_file: Path) -> str | None:
+    """The session an earlier attempt left: its last heartbeat, else this worker's file."""
+    if activity.in_activity():
+        for details in reversed(activity.info().heartbeat_details):
+            if isinstance(details, Mapping) and isinstance(details.get("session_id"), str):
+                return str(details["session_id"])
+    try:
+        recorded = json.loads(session_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = recorded.get("session_id") if isinstance(recorded, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _failed(session: _Session, subtype: str) -> bool:
+    return session.result is not None and session.result.get("subtype") == subtype
+
+
+def _details(session: _Session) -> dict[str, Any]:
+    """Small facts for the failure (the workflow's cost ledger reads them)."""
+    return {
+        "session_id": session.session_id,
+        "turns": session.turns,
+        "cost_usd": session.cost_usd,
+        "input_tokens": session.input_tokens,
+        "output_tokens": session.output_tokens,
+    }
+
+
+def _judge(
+    session: _Session, run: StreamResult, pin: PhaseInput, permission_mode: str
+) -> ExecutionOutcome:
+    """Turn the ``result`` event into an outcome or an ``ApplicationError``."""
+    where = f"phase {pin.phase.name!r}: claude-code"
+    res = session.result
+    if res is None:
+        raise ApplicationError(
+            f"{where} exited {run.returncode} without a result event ({session.facts()}); "
+            f"log {run.log_path}; stderr: {run.stderr_tail[-300:]}",
+            _details(session),
+            type=AGENT_FAILED,
+        )
+    subtype = str(res.get("subtype") or "")
+    errors = "; ".join(str(e) for e in res.get("errors") or [])[:300]
+    if subtype in _BUDGET_SUBTYPES:
+        raise ApplicationError(
+            f"{where} hit its {_BUDGET_SUBTYPES[subtype]} ({errors or subtype}; {session.facts()})",
+            _details(session),
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+    if res.get("is_error"):
+        message = str(res.get("result") or errors or subtype)[:300]
+        api = res.get("api_error_status") is not None or res.get("terminal_reason") == "api_error"
+        raise ApplicationError(
+            f"{where} failed ({subtype}): {message} ({session.facts()})",
+            _details(session),
+            type=AGENT_API_ERROR if api else AGENT_FAILED,
+        )
+    denials = res.get("permission_denials") or []
+    if denials:
+        refused = ", ".join(sorted({_denied(d) for d in denials}))[:300]
+        raise ApplicationError(
+            f"{where} was refused {len(denials)} tool call(s): {refused} "
+            f"(permission mode {permission_mode}; {session.facts()})",
+            _details(session),
+            type=AGENT_PERMISSION_DENIED,
+            non_retryable=True,
+        )
+    text = " ".join(str(res.get("result") or "").split())[:300]
+    lingered = "; killed after lingering" if run.lingered else ""
+    return ExecutionOutcome(
+        outcome="done",
+        summary=f"claude-code {subtype}: {session.facts()}{lingered}. {text}".strip(),
+        artifacts=[str(run.log_path)],
+    )
+
+
+def _denied(denial: object) -> str:
+    if not isinstance(denial, Mapping):
+        return "?"
+    tool = str(denial.get("tool_name") or "?")
+    tool_input = denial.get("tool_input")
+    target = tool_input.get("file_path") if isinstance(tool_input, Mapping) else None
+    return f"{tool}({Path(str(target)).name})" if target else tool

@@ -1,0 +1,1 @@
+"""Executor contract tests (real agent CLIs against scripted local model servers)."""

@@ -1,0 +1,1 @@
+"""Scripted stand-ins for the remote services executors talk to (model APIs)."""
