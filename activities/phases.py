@@ -15,17 +15,21 @@ import asyncio
 import json
 import time
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.executors import ExecutionContext, get_executor
-from activities.workspace import check_repo, head_commit, resolve_workdir, task_dir
+from activities.workspace import GitError, RoundKey, TaskCheckout, check_repo, task_dir
 from implflow.models import PhaseInput, PhaseResult, PrepareInput, PrepareResult, ReminderInput
 from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.activities")
+T = TypeVar("T")
 
 
 class ImplActivities:
@@ -39,22 +43,26 @@ class ImplActivities:
         """Resolve the executor (input, else the worker default) and check it and the repo."""
         name = (inp.executor or self.settings.executor).strip().lower()
         get_executor(name)  # raises a non-retryable error naming what to install or set
-        kind = check_repo(inp.repo)
+        kind = await asyncio.to_thread(check_repo, inp.repo)
         log.info("task prepared", workflow_id=inp.workflow_id, executor=name, repo_kind=kind)
         return PrepareResult(executor=name, repo_kind="url" if kind == "url" else "path")
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: PhaseInput) -> PhaseResult:
-        """Run one phase round with the chosen executor."""
+        """Run one phase round on the task branch; exactly one commit per round."""
         info = activity.info()
         bound = log.bind(
             workflow_id=inp.workflow_id, phase=inp.phase.name, round=inp.round, attempt=info.attempt
         )
         started = time.monotonic()
         executor = get_executor(inp.executor)
-        workdir = await asyncio.to_thread(
-            resolve_workdir, inp.repo, inp.workflow_id, self.settings.workspaces
-        )
+        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
+        key = RoundKey(inp.workflow_id, inp.phase.name, inp.round)
+        start = await self._git(checkout.sync)
+        recorded = await self._git(checkout.recorded, key)
+        if recorded is not None:
+            bound.info("phase round already committed; returning the recorded outcome")
+            return _from_record(recorded, inp, info.attempt, checkout.branch)
         scratch = task_dir(inp.workflow_id, self.settings.workspaces)
         context_file = scratch / "context" / f"{inp.phase.name}-r{inp.round}.json"
         context_file.parent.mkdir(parents=True, exist_ok=True)
@@ -63,16 +71,16 @@ class ImplActivities:
         def beat(details: dict[str, object]) -> None:
             activity.heartbeat({"phase": inp.phase.name, "round": inp.round, **details})
 
-        bound.info("phase started", executor=executor.name, workdir=str(workdir))
+        bound.info("phase started", executor=executor.name, branch=checkout.branch)
         beat({"state": "started"})
         try:
             outcome = await executor.execute(
                 ExecutionContext(
                     phase_input=inp,
                     attempt=info.attempt,
-                    workdir=workdir,
+                    workdir=checkout.dir,
                     context_file=context_file,
-                    log_dir=scratch / "logs",
+                    log_dir=checkout.dir / ".implflow" / "logs",
                     env_allowlist=tuple(self.settings.env_allowlist),
                     heartbeat=beat,
                 )
@@ -82,19 +90,43 @@ class ImplActivities:
             raise
         except TimeoutError as err:
             raise ApplicationError(str(err), type="PhaseTimeout") from None
-        duration = time.monotonic() - started
-        commit = await asyncio.to_thread(head_commit, workdir)
-        bound.info("phase finished", outcome=outcome.outcome, duration_s=round(duration, 2))
-        return PhaseResult(
-            phase=inp.phase.name,
-            round=inp.round,
-            attempt=info.attempt,
-            outcome=outcome.outcome,
-            summary=outcome.summary[:2000],
-            commit=commit,
-            duration_s=round(duration, 3),
-            artifacts=outcome.artifacts,
+        usage = outcome.usage
+        record = {
+            "phase": inp.phase.name,
+            "round": inp.round,
+            "attempt": info.attempt,
+            "executor": executor.name,
+            "outcome": outcome.outcome,
+            "summary": outcome.summary[:2000],
+            "duration_s": round(time.monotonic() - started, 3),
+            "artifacts": [_relative(a, checkout.dir) for a in outcome.artifacts],
+            "usage": usage.model_dump() if usage else None,
+        }
+        session = usage.session_id if usage else None
+        try:
+            commit = await self._git(
+                checkout.commit_round, key, start, info.attempt, executor.name, session, record
+            )
+        except GitError as err:
+            # Another attempt may have pushed this round first: then its outcome stands.
+            await self._git(checkout.sync)
+            again = await self._git(checkout.recorded, key)
+            if again is not None:
+                return _from_record(again, inp, info.attempt, checkout.branch)
+            raise ApplicationError(str(err), type="GitPushFailed") from None
+        bound.info("phase committed", outcome=outcome.outcome, commit=commit[:12])
+        return _from_record(
+            {**record, "commit": commit}, inp, info.attempt, checkout.branch, reused=False
         )
+
+    async def _git(self, fn: Callable[..., T], *args: Any) -> T:
+        """Git work off the event loop; git failures become retryable activity errors."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except GitError as err:
+            if fn.__name__ == "commit_round":
+                raise
+            raise ApplicationError(str(err), type="GitFailed") from None
 
     @activity.defn(name="send_reminder")
     async def send_reminder(self, inp: ReminderInput) -> None:
@@ -133,3 +165,32 @@ class ImplActivities:
 
         status = await asyncio.to_thread(post)
         log.info("reminder webhook sent", workflow_id=inp.workflow_id, status=status)
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path
+
+
+def _from_record(
+    record: dict[str, Any], inp: PhaseInput, attempt: int, branch: str, reused: bool = True
+) -> PhaseResult:
+    usage = record.get("usage") or {}
+    return PhaseResult(
+        phase=inp.phase.name,
+        round=inp.round,
+        attempt=attempt,
+        outcome=record.get("outcome", "done"),
+        summary=str(record.get("summary", ""))[:2000],
+        commit=record.get("commit"),
+        branch=branch,
+        reused=reused,
+        duration_s=float(record.get("duration_s", 0.0)),
+        artifacts=list(record.get("artifacts", [])),
+        cost_usd=float(usage.get("cost_usd") or 0.0),
+        tokens=int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0),
+        turns=int(usage.get("turns") or 0),
+        session_id=usage.get("session_id"),
+    )

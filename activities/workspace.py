@@ -1,16 +1,41 @@
-"""Where a phase runs: the repository path, or a clone of a git URL on this worker."""
+"""Git as the durable artifact store: one branch per task, one commit per phase round.
+
+Each task works on branch ``implflow/<workflow-id>`` of the target repository (a
+local path or any git URL — the "origin"). A phase activity fetches that branch
+into a disposable checkout under the worker's workspace root, lets the executor
+work, then records exactly one commit for the phase round, with trailers::
+
+    Implflow-Workflow: <workflow id>
+    Implflow-Phase: <phase>
+    Implflow-Round: <round>
+    Implflow-Attempt: <attempt>
+    Implflow-Executor: <executor>
+    Implflow-Session: <agent session id, when there is one>
+
+and pushes the branch back. The outcome of the round is stored on the branch
+(``.implflow/runs/<phase>-r<round>.json``), so a retried activity that finds its
+round already committed returns that outcome instead of running the agent again.
+Workers keep nothing a later phase needs: any worker can run any phase.
+"""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio.exceptions import ApplicationError
 
 from implflow.errors import REPO_UNAVAILABLE
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+GIT_TIMEOUT_S = 600
+IDENTITY = ("-c", "user.name=implflow", "-c", "user.email=implflow@localhost")
+TRAILER_KEYS = ("Workflow", "Phase", "Round", "Attempt", "Executor", "Session")
+RUNS_DIR = ".implflow/runs"
 
 
 def is_url(repo: str) -> bool:
@@ -18,9 +43,41 @@ def is_url(repo: str) -> bool:
     return bool(_URL.match(repo))
 
 
+def branch_name(workflow_id: str) -> str:
+    return f"implflow/{_safe(workflow_id)}"
+
+
+def git(cwd: Path, *args: str, check: bool = True, timeout: float = GIT_TIMEOUT_S) -> str:
+    """Run git with an argv list (``--`` before any user-supplied path or URL)."""
+    proc = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and proc.returncode != 0:
+        raise GitError(args[0], proc.stderr.strip() or proc.stdout.strip())
+    return proc.stdout.strip()
+
+
+class GitError(RuntimeError):
+    def __init__(self, command: str, detail: str) -> None:
+        super().__init__(f"git {command} failed: {detail[-400:]}")
+
+
 def check_repo(repo: str) -> str:
-    """Fail fast (non-retryable) when a local repository path cannot be used."""
+    """Fail fast (non-retryable) when a repository cannot be used; returns ``path`` or ``url``."""
     if is_url(repo):
+        proc = subprocess.run(
+            ["git", "ls-remote", "--heads", "--", repo],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise ApplicationError(
+                f"repo: cannot read {repo!r}: {proc.stderr.strip()[-300:]}",
+                type=REPO_UNAVAILABLE,
+                non_retryable=True,
+            )
         return "url"
     path = Path(repo).expanduser()
     if not path.is_dir():
@@ -30,47 +87,146 @@ def check_repo(repo: str) -> str:
             type=REPO_UNAVAILABLE,
             non_retryable=True,
         )
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ApplicationError(
+            f"repo: {repo!r} is not a git repository with at least one commit "
+            "(implflow keeps every phase's work on a branch: run `git init` and commit first)",
+            type=REPO_UNAVAILABLE,
+            non_retryable=True,
+        )
     return "path"
 
 
-def resolve_workdir(repo: str, workflow_id: str, workspaces: Path) -> Path:
-    """The directory a phase works in. A URL is cloned once per task under ``workspaces``."""
-    if not is_url(repo):
-        check_repo(repo)
-        return Path(repo).expanduser().resolve()
-    target = workspaces / _safe(workflow_id) / "repo"
-    if not (target / ".git").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # "--" ends options: a repo string can never be read as a git flag.
-        proc = subprocess.run(
-            ["git", "clone", "--quiet", "--", repo, str(target)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise ApplicationError(
-                f"repo: git clone failed: {proc.stderr.strip()[-300:]}", type=REPO_UNAVAILABLE
+def origin_url(repo: str) -> str:
+    return repo if is_url(repo) else str(Path(repo).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class RoundKey:
+    workflow_id: str
+    phase: str
+    round: int
+
+    @property
+    def record_path(self) -> str:
+        return f"{RUNS_DIR}/{self.phase}-r{self.round}.json"
+
+
+class TaskCheckout:
+    """The disposable checkout of one task's branch on this worker."""
+
+    def __init__(self, repo: str, workflow_id: str, workspaces: Path) -> None:
+        self.origin = origin_url(repo)
+        self.workflow_id = workflow_id
+        self.branch = branch_name(workflow_id)
+        self.dir = workspaces / _safe(workflow_id) / "checkout"
+
+    def sync(self) -> str:
+        """Clone or fetch, then check out the task branch exactly as pushed; returns HEAD."""
+        if not (self.dir / ".git").exists():
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            git(
+                self.dir.parent,
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--",
+                self.origin,
+                str(self.dir),
             )
-    return target
+        git(self.dir, "fetch", "--quiet", "--prune", "origin")
+        remote = f"refs/remotes/origin/{self.branch}"
+        if git(self.dir, "rev-parse", "--verify", "--quiet", remote, check=False):
+            start = remote
+        else:  # first phase of the task: branch off the origin's current HEAD
+            start = (
+                git(
+                    self.dir,
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "refs/remotes/origin/HEAD",
+                    check=False,
+                )
+                or self._origin_head()
+            )
+        git(self.dir, "checkout", "--quiet", "--force", "-B", self.branch, start)
+        git(self.dir, "reset", "--quiet", "--hard", start)
+        git(self.dir, "clean", "-qfdx")
+        return git(self.dir, "rev-parse", "HEAD")
 
+    def _origin_head(self) -> str:
+        out = git(self.dir, "ls-remote", "--symref", "origin", "HEAD")
+        match = re.search(r"ref: refs/heads/(\S+)\s+HEAD", out)
+        if match:
+            return f"refs/remotes/origin/{match.group(1)}"
+        heads = git(self.dir, "for-each-ref", "--format=%(refname)", "refs/remotes/origin/")
+        first = next((h for h in heads.splitlines() if not h.endswith("/HEAD")), "")
+        if not first:
+            raise GitError("checkout", "the repository has no branches to start from")
+        return first
 
-def head_commit(workdir: Path) -> str | None:
-    """HEAD of the checkout, or None when it is not a git repository (or has no commits)."""
-    proc = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
+    def recorded(self, key: RoundKey) -> dict[str, Any] | None:
+        """The outcome of ``key`` if its commit is already on the task branch."""
+        log = git(
+            self.dir,
+            "log",
+            "--fixed-strings",
+            f"--grep=Implflow-Workflow: {key.workflow_id}",
+            "--format=%H%x1f%B%x1e",
+            "HEAD",
+        )
+        want = {"Workflow": key.workflow_id, "Phase": key.phase, "Round": str(key.round)}
+        for entry in log.split("\x1e"):
+            sha, _, body = entry.strip().partition("\x1f")
+            if sha and all(f"Implflow-{k}: {v}" in body.splitlines() for k, v in want.items()):
+                raw = git(self.dir, "show", f"{sha}:{key.record_path}", check=False)
+                try:
+                    record: dict[str, Any] = json.loads(raw) if raw else {}
+                except json.JSONDecodeError:
+                    record = {}
+                record["commit"] = sha
+                return record
+        return None
+
+    def commit_round(
+        self,
+        key: RoundKey,
+        start: str,
+        attempt: int,
+        executor: str,
+        session: str | None,
+        record: dict[str, Any],
+    ) -> str:
+        """Squash whatever the executor did into exactly one commit for the round, push it."""
+        path = self.dir / key.record_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        git(self.dir, "reset", "--quiet", "--soft", start)  # an agent's own commits fold in
+        git(self.dir, "add", "--all", "--", ".")
+        git(self.dir, "add", "--all", "--force", "--", ".implflow")  # even if the repo ignores it
+        values = (key.workflow_id, key.phase, str(key.round), str(attempt), executor, session)
+        trailers = "".join(
+            f"Implflow-{k}: {v}\n" for k, v in zip(TRAILER_KEYS, values, strict=True) if v
+        )
+        summary = str(record.get("summary", ""))[:200].replace("\n", " ")
+        message = f"implflow: {key.phase} (round {key.round})\n\n{summary}\n\n{trailers}"
+        git(self.dir, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
+        sha = git(self.dir, "rev-parse", "HEAD")
+        git(self.dir, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
+        return sha
 
 
 def task_dir(workflow_id: str, workspaces: Path) -> Path:
-    """Per-task scratch space on this worker (logs, context files). Disposable."""
+    """Per-task scratch space on this worker (context files). Disposable."""
     path = workspaces / _safe(workflow_id)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -170,8 +170,16 @@ def _summary(status: TaskStatus, repo: Path, console: Console) -> None:
         console.print(
             f"decision: {d.phase} {d.decision} by {d.approver} (commit {(d.commit or '-')[:10]})"
         )
+    branch = f"implflow/{status.workflow_id}"
     log = subprocess.run(
-        ["git", "log", "--oneline"], cwd=repo, capture_output=True, text=True, check=False
+        ["git", "log", "--oneline", f"main..{branch}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    console.print(f"\n[bold]{status.state.value}[/bold] — branch history of {repo}:")
+    console.print(
+        f"\n[bold]{status.state.value}[/bold] — one commit per phase round on branch {branch} "
+        f"of {repo}:"
+    )
     console.print(log.stdout.rstrip(), highlight=False)

@@ -1,8 +1,8 @@
 """A stand-in "agent" for the demo and tests, run by the ``shell`` executor.
 
 It reads the phase context from ``$IMPLFLOW_CONTEXT_FILE`` and writes that
-phase's artifact under ``.implflow/`` in the repository, then commits it with
-trailers — the same contract a real coding agent follows. Deterministic and
+phase's artifact under ``.implflow/`` in the task's checkout — the same contract a
+real coding agent follows; implflow commits the round. Deterministic and
 offline, so the demo needs no API key. Run: ``python -m implflow.demo_agent``.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ ARTIFACTS = {
 
 def main() -> int:
     ctx = json.loads(Path(os.environ["IMPLFLOW_CONTEXT_FILE"]).read_text(encoding="utf-8"))
-    phase, rnd = ctx["phase"]["name"], ctx["round"]
+    phase = ctx["phase"]["name"]
     name, template = ARTIFACTS.get(phase, (f"{phase}.md", f"# {phase}\n"))
     body = template.format(title=ctx["title"], description=ctx["description"])
     if ctx.get("feedback"):
@@ -43,16 +42,6 @@ def main() -> int:
     out = Path(".implflow") / name
     out.parent.mkdir(exist_ok=True)
     out.write_text(body, encoding="utf-8")
-    if Path(".git").exists():
-        message = (
-            f"implflow: {phase} (round {rnd})\n\n"
-            f"Implflow-Workflow: {ctx['workflow_id']}\nImplflow-Phase: {phase}\n"
-            f"Implflow-Round: {rnd}\nImplflow-Attempt: {os.environ.get('IMPLFLOW_ATTEMPT', '1')}\n"
-            "Implflow-Executor: shell\n"
-        )
-        git = ["git", "-c", "user.name=implflow demo", "-c", "user.email=demo@implflow.invalid"]
-        subprocess.run([*git, "add", str(out)], check=True)
-        subprocess.run([*git, "commit", "-q", "-m", message], check=True)
     print(f"{phase}: wrote {out}")
     return 0
 

@@ -255,6 +255,16 @@ class Decision(_Record):
 # --- activity contracts ----------------------------------------------------------------
 
 
+class AgentUsage(_Record):
+    """What an agent run cost; recorded on the branch and added up in the workflow's ledger."""
+
+    session_id: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    turns: int = 0
+
+
 class PrepareInput(_Input):
     workflow_id: str
     repo: str
@@ -297,8 +307,14 @@ class PhaseResult(_Record):
     outcome: Literal["done", "nothing-to-do"]
     summary: str = Field(default="", max_length=2000)
     commit: str | None = None
+    branch: str | None = None
+    reused: bool = False
     duration_s: float = 0.0
     artifacts: list[str] = Field(default_factory=list)
+    cost_usd: float = 0.0
+    tokens: int = 0
+    turns: int = 0
+    session_id: str | None = None
 
 
 class ReminderInput(_Input):

@@ -69,6 +69,29 @@ def repo(tmp_path: Path) -> Path:
     return git_repo(tmp_path / "repo")
 
 
+def branch_file(repo: Path, workflow_id: str, path: str) -> str:
+    """A file as committed on the task branch ``implflow/<workflow id>``."""
+    return subprocess.run(
+        ["git", "show", f"implflow/{workflow_id}:{path}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def branch_log(repo: Path, workflow_id: str) -> list[str]:
+    """Subjects of the task branch's own commits, oldest first."""
+    out = subprocess.run(
+        ["git", "log", "--reverse", "--format=%s", f"main..implflow/{workflow_id}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.splitlines()
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie (killed, not yet reaped by init) counts as gone."""
     try:

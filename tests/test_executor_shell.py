@@ -14,7 +14,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.phases import ImplActivities
 from implflow.models import PhaseInput, PhaseSpec
 from implflow.settings import Settings
-from tests.conftest import alive
+from tests.conftest import alive, branch_file, branch_log
 
 DUMP_CONTEXT = (
     "import json, os, sys; ctx = json.load(open(os.environ['IMPLFLOW_CONTEXT_FILE'])); "
@@ -43,15 +43,19 @@ def acts(tmp_path: Path) -> ImplActivities:
 
 
 async def test_command_gets_context_file_and_argv_verbatim(
-    acts: ImplActivities, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    acts: ImplActivities, tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CANARY_SECRET", "s3cr3t-value")
     tricky = "$(touch pwned); `id` && echo hi"
     result = await ActivityEnvironment().run(
-        acts.run_phase, phase_input(tmp_path, [sys.executable, "-c", DUMP_CONTEXT, tricky])
+        acts.run_phase, phase_input(repo, [sys.executable, "-c", DUMP_CONTEXT, tricky])
     )
     assert result.outcome == "done" and result.summary == "dumped" and result.round == 2
-    dumped = json.loads((tmp_path / "out.json").read_text())
+    checkout = acts.settings.workspaces / "wf-1" / "checkout"
+    dumped = json.loads((checkout / "out.json").read_text())
+    assert result.commit and result.branch == "implflow/wf-1"
+    assert branch_log(repo, "wf-1") == ["implflow: implement (round 2)"]
+    assert json.loads(branch_file(repo, "wf-1", "out.json")) == dumped  # committed and pushed
     assert dumped["argv"] == [tricky]  # passed as one argument, never through a shell
     assert not (tmp_path / "pwned").exists()
     assert dumped["ctx"]["feedback"] == ["fix it"] and dumped["ctx"]["round"] == 2
@@ -59,28 +63,34 @@ async def test_command_gets_context_file_and_argv_verbatim(
     assert "CANARY_SECRET" not in dumped["env"]  # scrubbed environment
 
 
-async def test_no_command_is_nothing_to_do(acts: ImplActivities, tmp_path: Path) -> None:
-    result = await ActivityEnvironment().run(acts.run_phase, phase_input(tmp_path, None))
+async def test_no_command_is_nothing_to_do(
+    acts: ImplActivities, tmp_path: Path, repo: Path
+) -> None:
+    result = await ActivityEnvironment().run(acts.run_phase, phase_input(repo, None))
     assert result.outcome == "nothing-to-do"
 
 
 async def test_nonzero_exit_is_a_retryable_failure_with_the_output_tail(
-    acts: ImplActivities, tmp_path: Path
+    acts: ImplActivities, tmp_path: Path, repo: Path
 ) -> None:
     cmd = [sys.executable, "-c", "import sys; print('tests failed: 3'); sys.exit(2)"]
     with pytest.raises(ApplicationError) as info:
-        await ActivityEnvironment().run(acts.run_phase, phase_input(tmp_path, cmd))
+        await ActivityEnvironment().run(acts.run_phase, phase_input(repo, cmd))
     assert info.value.type == "PhaseCommandFailed" and not info.value.non_retryable
     assert "exited 2" in info.value.message and "tests failed: 3" in info.value.message
 
 
-async def test_missing_program_is_not_retried(acts: ImplActivities, tmp_path: Path) -> None:
+async def test_missing_program_is_not_retried(
+    acts: ImplActivities, tmp_path: Path, repo: Path
+) -> None:
     with pytest.raises(ApplicationError) as info:
-        await ActivityEnvironment().run(acts.run_phase, phase_input(tmp_path, ["nope-xyz"]))
+        await ActivityEnvironment().run(acts.run_phase, phase_input(repo, ["nope-xyz"]))
     assert info.value.type == "ExecutorUnavailable" and info.value.non_retryable
 
 
-async def test_timeout_kills_the_process_group(acts: ImplActivities, tmp_path: Path) -> None:
+async def test_timeout_kills_the_process_group(
+    acts: ImplActivities, tmp_path: Path, repo: Path
+) -> None:
     pidfile = tmp_path / "child.pid"
     script = (  # a child that would outlive its parent unless the whole group is killed
         "import subprocess, sys, time; "
@@ -89,19 +99,21 @@ async def test_timeout_kills_the_process_group(acts: ImplActivities, tmp_path: P
     )
     with pytest.raises(ApplicationError) as info:
         await ActivityEnvironment().run(
-            acts.run_phase, phase_input(tmp_path, [sys.executable, "-c", script], timeout_s=1.5)
+            acts.run_phase, phase_input(repo, [sys.executable, "-c", script], timeout_s=1.5)
         )
     assert info.value.type == "PhaseTimeout"
     await asyncio.sleep(0.2)
     assert not alive(int(pidfile.read_text()))
 
 
-async def test_cancellation_kills_the_process_group(acts: ImplActivities, tmp_path: Path) -> None:
+async def test_cancellation_kills_the_process_group(
+    acts: ImplActivities, tmp_path: Path, repo: Path
+) -> None:
     pidfile = tmp_path / "pid"
     script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     env = ActivityEnvironment()
     task = asyncio.create_task(
-        env.run(acts.run_phase, phase_input(tmp_path, [sys.executable, "-c", script]))
+        env.run(acts.run_phase, phase_input(repo, [sys.executable, "-c", script]))
     )
     for _ in range(100):
         if pidfile.exists() and pidfile.read_text():
@@ -114,10 +126,36 @@ async def test_cancellation_kills_the_process_group(acts: ImplActivities, tmp_pa
     assert not alive(int(pidfile.read_text()))
 
 
-async def test_heartbeats_while_running(acts: ImplActivities, tmp_path: Path) -> None:
+async def test_heartbeats_while_running(acts: ImplActivities, tmp_path: Path, repo: Path) -> None:
     beats: list[object] = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: beats.append(details)
     cmd = [sys.executable, "-c", "import time; time.sleep(1.5)"]
-    await env.run(acts.run_phase, phase_input(tmp_path, cmd, heartbeat_s=2.0))
+    await env.run(acts.run_phase, phase_input(repo, cmd, heartbeat_s=2.0))
     assert len(beats) >= 2  # one at start, at least one while the command ran
+
+
+async def test_a_retried_round_already_committed_is_not_run_again(
+    acts: ImplActivities, tmp_path: Path, repo: Path
+) -> None:
+    counter = tmp_path / "invocations"
+    script = f"open({str(counter)!r}, 'a').write('x'); open('work.txt', 'w').write('done')"
+    inp = phase_input(repo, [sys.executable, "-c", script])
+    first = await ActivityEnvironment().run(acts.run_phase, inp)
+    # A new worker (fresh workspace root) retries the same round: the branch remembers it.
+    other = ImplActivities(Settings(data_dir=tmp_path / "other-worker"))
+    again = await ActivityEnvironment().run(other.run_phase, inp)
+    assert counter.read_text() == "x"  # the executor ran once
+    assert (again.reused, again.commit, again.summary) == (True, first.commit, first.summary)
+    assert branch_log(repo, "wf-1") == ["implflow: implement (round 2)"]
+
+
+async def test_not_a_git_repository_is_refused(acts: ImplActivities, tmp_path: Path) -> None:
+    from implflow.models import PrepareInput
+
+    with pytest.raises(ApplicationError) as info:
+        await ActivityEnvironment().run(
+            acts.prepare_task, PrepareInput(workflow_id="w", repo=str(tmp_path), executor="shell")
+        )
+    assert info.value.type == "RepoUnavailable" and info.value.non_retryable
+    assert "git init" in info.value.message

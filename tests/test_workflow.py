@@ -27,7 +27,7 @@ from implflow.models import (
     TaskState,
     TaskStatus,
 )
-from tests.conftest import AGENT, WorkerFactory, alive, new_id
+from tests.conftest import AGENT, WorkerFactory, alive, branch_file, branch_log, new_id
 
 ALL = ["review", "design", "implement", "validate", "optimize", "test", "document", "verify"]
 
@@ -98,7 +98,9 @@ async def test_approve_path_runs_all_phases_and_records_decisions(
     design_commit = next(p.commit for p in result.phases if p.name == "design")
     assert result.decisions[0].commit == design_commit
     assert result.decisions[0].comment == "ok"
-    assert (repo / ".implflow" / "verify.md").exists()
+    assert "Verification" in branch_file(repo, h.id, ".implflow/verify.md")
+    assert branch_log(repo, h.id) == [f"implflow: {p} (round 1)" for p in ALL]
+    assert not (repo / ".implflow").exists()  # the user's working tree is never touched
 
 
 async def test_reject_rewinds_and_hands_feedback_to_the_executor(
@@ -115,13 +117,20 @@ async def test_reject_rewinds_and_hands_feedback_to_the_executor(
         )
         st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
         assert [(p.name, p.rounds) for p in st.phases[:2]] == [("review", 2), ("design", 2)]
-        assert "add rate limiting" in (repo / ".implflow" / "design.md").read_text()
-        assert "add rate limiting" in (repo / ".implflow" / "review.md").read_text()
+        assert "add rate limiting" in branch_file(repo, h.id, ".implflow/design.md")
+        assert "add rate limiting" in branch_file(repo, h.id, ".implflow/review.md")
         await h.signal("approve", ApproveSignal(phase="design", approver="lead"))
         result = await h.result()
     assert [d.decision for d in result.decisions] == ["reject", "approve"]
     assert result.decisions[0].rewind_to == "review"
     assert {p.name: p.rounds for p in result.phases}["implement"] == 1
+    assert branch_log(repo, h.id)[:5] == [
+        "implflow: review (round 1)",
+        "implflow: design (round 1)",
+        "implflow: review (round 2)",
+        "implflow: design (round 2)",
+        "implflow: implement (round 1)",
+    ]
 
 
 async def test_rejections_per_gate_are_bounded(

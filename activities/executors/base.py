@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from implflow.models import PhaseInput
+from implflow.models import AgentUsage, PhaseInput
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class ExecutionOutcome:
     outcome: Literal["done", "nothing-to-do"]
     summary: str
     artifacts: list[str] = field(default_factory=list)
+    usage: AgentUsage | None = None
+    """Agent executors report session, cost, tokens and turns here."""
 
 
 class Executor(Protocol):

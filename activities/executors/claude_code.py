@@ -57,7 +57,7 @@ from activities.executors.stream import (
     run_event_stream,
 )
 from implflow.errors import EXECUTOR_UNAVAILABLE
-from implflow.models import PhaseInput
+from implflow.models import AgentUsage, PhaseInput
 
 log = structlog.stdlib.get_logger("implflow.executors.claude_code")
 
@@ -156,6 +156,15 @@ class _Session:
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
         }
+
+    def usage(self) -> AgentUsage:
+        return AgentUsage(
+            session_id=self.session_id,
+            cost_usd=self.cost_usd,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            turns=self.turns,
+        )
 
     def facts(self) -> str:
         cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "cost unknown"
@@ -406,6 +415,7 @@ def _judge(
         outcome="done",
         summary=f"claude-code {subtype}: {session.facts()}{lingered}. {text}".strip(),
         artifacts=[str(run.log_path)],
+        usage=session.usage(),
     )
 
 

@@ -29,6 +29,7 @@ from implflow.models import (
 from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
 from implflow.worker import build_worker
+from tests.conftest import git_repo
 
 HERE = Path(__file__).parent
 
@@ -95,13 +96,14 @@ async def main() -> None:
     async with env:
         with tempfile.TemporaryDirectory() as tmp:
             tq = f"record-{uuid.uuid4().hex[:8]}"
-            async with build_worker(env.client, Settings(data_dir=Path(tmp)), tq):
+            repo = git_repo(Path(tmp) / "repo")
+            async with build_worker(env.client, Settings(data_dir=Path(tmp) / "data"), tq):
                 for name, (extra, scenario) in SCENARIOS.items():
                     inp = ImplementationInput.model_validate(
                         {
                             "title": f"replay {name}",
                             "description": "Recorded for replay tests.",
-                            "repo": tmp,
+                            "repo": str(repo),
                             "executor": "shell",
                             **extra,
                         }
