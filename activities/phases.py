@@ -24,7 +24,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.executors import ExecutionContext, get_executor
-from activities.workspace import GitError, RoundKey, TaskCheckout, check_repo, task_dir
+from activities.workspace import (
+    GitError,
+    RoundKey,
+    TaskCheckout,
+    check_repo,
+    record_round,
+    task_dir,
+)
 from implflow.models import PhaseInput, PhaseResult, PrepareInput, PrepareResult, ReminderInput
 from implflow.settings import Settings
 
@@ -115,6 +122,17 @@ class ImplActivities:
                 return _from_record(again, inp, info.attempt, checkout.branch)
             raise ApplicationError(str(err), type="GitPushFailed") from None
         bound.info("phase committed", outcome=outcome.outcome, commit=commit[:12])
+        if inp.record:
+            where = await self._git(
+                record_round,
+                checkout,
+                key,
+                start,
+                commit,
+                record["summary"],
+                self.settings.cassettes,
+            )
+            bound.info("round recorded to cassette", cassette=str(where))
         return _from_record(
             {**record, "commit": commit}, inp, info.attempt, checkout.branch, reused=False
         )

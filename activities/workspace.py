@@ -225,6 +225,29 @@ class TaskCheckout:
         return sha
 
 
+def record_round(
+    checkout: TaskCheckout, key: RoundKey, start: str, commit: str, summary: str, cassettes: Path
+) -> Path:
+    """Write the round's diff (minus implflow's own logs/records) as a replay cassette entry."""
+    diff = git(
+        checkout.dir,
+        "diff",
+        "--binary",
+        start,
+        commit,
+        "--",
+        ".",
+        ":(exclude).implflow/logs",
+        ":(exclude).implflow/runs",
+    )
+    target = cassettes / _safe(key.workflow_id)
+    target.mkdir(parents=True, exist_ok=True)
+    stem = f"{key.phase}-r{key.round}"
+    (target / f"{stem}.patch").write_text(diff + "\n" if diff else "", encoding="utf-8")
+    (target / f"{stem}.json").write_text(json.dumps({"summary": summary}) + "\n", encoding="utf-8")
+    return target
+
+
 def task_dir(workflow_id: str, workspaces: Path) -> Path:
     """Per-task scratch space on this worker (context files). Disposable."""
     path = workspaces / _safe(workflow_id)

@@ -40,7 +40,10 @@ PHASES: tuple[str, ...] = (
 MAX_DESCRIPTION_CHARS = 20_000
 """Task text travels in history; keep it well under Temporal's payload limits."""
 
-PhaseName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+PhaseName = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+]
+"""Lower-case letters, digits, ``-`` and ``_``: phase names become file and branch paths."""
 Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1)]
 
 
@@ -161,6 +164,13 @@ class ImplementationInput(_Input):
     )
     budget: Budget = Field(default_factory=Budget)
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    cassette: Annotated[str, StringConstraints(min_length=1, max_length=2048)] | None = Field(
+        default=None, description="replay executor: directory of recorded patches on the worker."
+    )
+    record: bool = Field(
+        default=False,
+        description="Write every phase round's diff as a cassette under IMPLFLOW_RECORD_DIR.",
+    )
 
     @field_validator("repo")
     @classmethod
@@ -290,6 +300,8 @@ class PhaseInput(_Input):
     previous: list[PhaseSummary] = Field(default_factory=list)
     command: list[str] | None = None
     budget: Budget = Field(default_factory=Budget)
+    cassette: str | None = None
+    record: bool = False
 
 
 class PhaseSummary(_Record):

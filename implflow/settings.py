@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     workspace_root: Path | None = Field(
         default=None, description="Disposable clones; default: <data_dir>/workspaces."
     )
+    record_dir: Path | None = Field(
+        default=None,
+        description="Cassettes of tasks started with record=true; default <data_dir>/cassettes.",
+    )
     webhook_url: HttpUrl | None = Field(
         default=None, description="POSTed a JSON reminder when an approval is overdue."
     )
@@ -56,3 +60,7 @@ class Settings(BaseSettings):
     @property
     def workspaces(self) -> Path:
         return self.workspace_root or self.data_dir / "workspaces"
+
+    @property
+    def cassettes(self) -> Path:
+        return self.record_dir or self.data_dir / "cassettes"

@@ -159,3 +159,33 @@ async def test_not_a_git_repository_is_refused(acts: ImplActivities, tmp_path: P
         )
     assert info.value.type == "RepoUnavailable" and info.value.non_retryable
     assert "git init" in info.value.message
+
+
+async def test_record_then_replay_reproduces_the_round(tmp_path: Path, repo: Path) -> None:
+    from activities.executors.replay import ReplayExecutor  # noqa: F401 - registered by name
+
+    recorder = ImplActivities(Settings(data_dir=tmp_path / "rec"))
+    script = "open('feature.py', 'w').write('def f():\\n    return 42\\n'); print('wrote f')"
+    inp = phase_input(repo, [sys.executable, "-c", script]).model_copy(update={"record": True})
+    await ActivityEnvironment().run(recorder.run_phase, inp)
+    cassette = recorder.settings.cassettes / "wf-1"
+    assert "feature.py" in (cassette / "implement-r2.patch").read_text()
+
+    # Replay onto a fresh task (another workflow id) without running any command.
+    replay_inp = inp.model_copy(
+        update={
+            "workflow_id": "wf-2",
+            "executor": "replay",
+            "cassette": str(cassette),
+            "command": None,
+            "record": False,
+        }
+    )
+    player = ImplActivities(Settings(data_dir=tmp_path / "play"))
+    result = await ActivityEnvironment().run(player.run_phase, replay_inp)
+    assert result.summary == "wrote f"
+    assert branch_file(repo, "wf-2", "feature.py") == "def f():\n    return 42\n"
+    missing = replay_inp.model_copy(
+        update={"phase": replay_inp.phase.model_copy(update={"name": "document"})}
+    )
+    assert (await ActivityEnvironment().run(player.run_phase, missing)).outcome == "nothing-to-do"

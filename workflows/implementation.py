@@ -153,6 +153,8 @@ class ImplementationWorkflow:
             previous=[PhaseSummary(name=p.name, round=p.rounds, summary=p.outcome) for p in done],
             command=self._task.commands.get(spec.name),
             budget=self._task.budget,
+            cassette=self._task.cassette,
+            record=self._task.record,
         )
         r = spec.retry
         try:

@@ -6,15 +6,17 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome, Executor
 from activities.executors.claude_code import ClaudeCodeExecutor
+from activities.executors.replay import ReplayExecutor
 from activities.executors.shell import ShellExecutor
 from implflow.errors import EXECUTOR_UNAVAILABLE
 
 EXECUTORS: dict[str, type[Executor]] = {
     "shell": ShellExecutor,
     "claude-code": ClaudeCodeExecutor,
+    "replay": ReplayExecutor,
 }
 
-PLANNED = ("codex", "llm", "replay")
+PLANNED = ("codex", "llm")
 """Named in the design, not yet shipped: refused with a clear message, never silently."""
 
 
