@@ -29,10 +29,20 @@ from activities.workspace import (
     RoundKey,
     TaskCheckout,
     check_repo,
+    origin_head,
     record_round,
     task_dir,
 )
-from implflow.models import PhaseInput, PhaseResult, PrepareInput, PrepareResult, ReminderInput
+from implflow.models import (
+    GateCheck,
+    GateInput,
+    GateResult,
+    PhaseInput,
+    PhaseResult,
+    PrepareInput,
+    PrepareResult,
+    ReminderInput,
+)
 from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.activities")
@@ -51,8 +61,11 @@ class ImplActivities:
         name = (inp.executor or self.settings.executor).strip().lower()
         get_executor(name)  # raises a non-retryable error naming what to install or set
         kind = await asyncio.to_thread(check_repo, inp.repo)
+        base = await asyncio.to_thread(origin_head, inp.repo)
         log.info("task prepared", workflow_id=inp.workflow_id, executor=name, repo_kind=kind)
-        return PrepareResult(executor=name, repo_kind="url" if kind == "url" else "path")
+        return PrepareResult(
+            executor=name, repo_kind="url" if kind == "url" else "path", base_commit=base
+        )
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: PhaseInput) -> PhaseResult:
@@ -137,12 +150,54 @@ class ImplActivities:
             {**record, "commit": commit}, inp, info.attempt, checkout.branch, reused=False
         )
 
+    @activity.defn(name="run_gate")
+    async def run_gate(self, inp: GateInput) -> GateResult:
+        """Run the phase's checks on the task branch; reports are committed, not returned."""
+        from activities.gates.runner import run_gate as run_checks  # tools only a gate needs
+
+        info = activity.info()
+        bound = log.bind(
+            workflow_id=inp.workflow_id,
+            phase=inp.phase,
+            round=inp.round,
+            attempt=info.attempt,
+            step="gate",
+        )
+        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
+        key = RoundKey(inp.workflow_id, inp.phase, inp.round)
+        start = await self._git(checkout.sync)
+        recorded = await self._git(checkout.recorded, key, True)
+        if recorded is not None:
+            bound.info("gate already recorded; returning its verdict")
+            return _gate_result(recorded)
+
+        def beat(details: dict[str, object]) -> None:
+            activity.heartbeat({"gate": inp.phase, "round": inp.round, **details})
+
+        beat({"state": "started"})
+        verdict = await run_checks(
+            inp.phase,
+            checkout.dir,
+            inp.round,
+            inp.thresholds,
+            base_ref=inp.base_commit,
+            baseline=inp.baseline or None,
+            heartbeat=beat,
+        )
+        record = verdict.model_dump(mode="json")
+        try:
+            commit = await self._git(checkout.commit_gate, key, start, record)
+        except GitError as err:
+            raise ApplicationError(str(err), type="GitPushFailed") from None
+        bound.info("gate done", passed=verdict.passed, commit=commit[:12])
+        return _gate_result({**record, "commit": commit})
+
     async def _git(self, fn: Callable[..., T], *args: Any) -> T:
         """Git work off the event loop; git failures become retryable activity errors."""
         try:
             return await asyncio.to_thread(fn, *args)
         except GitError as err:
-            if fn.__name__ == "commit_round":
+            if fn.__name__ in ("commit_round", "commit_gate"):
                 raise
             raise ApplicationError(str(err), type="GitFailed") from None
 
@@ -211,4 +266,30 @@ def _from_record(
         tokens=int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0),
         turns=int(usage.get("turns") or 0),
         session_id=usage.get("session_id"),
+    )
+
+
+def _gate_result(record: dict[str, Any]) -> GateResult:
+    """The small verdict the workflow keeps (figures and one-liners; reports stay on the branch)."""
+    return GateResult(
+        phase=str(record.get("phase", "")),
+        round=int(record.get("round", 0)),
+        passed=bool(record.get("passed")),
+        checks=[
+            GateCheck(
+                name=str(c.get("name", "")),
+                passed=bool(c.get("passed")),
+                summary=str(c.get("summary", ""))[:300],
+                figures={
+                    k: v
+                    for k, v in (c.get("figures") or {}).items()
+                    if isinstance(v, (int, float, str))
+                },
+                threshold=str(c.get("threshold", "")),
+            )
+            for c in record.get("checks", [])
+        ],
+        failure_summary=str(record.get("failure_summary", ""))[:4000],
+        report_dir=record.get("report_dir"),
+        commit=record.get("commit"),
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ from implflow.errors import REPO_UNAVAILABLE
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 GIT_TIMEOUT_S = 600
 IDENTITY = ("-c", "user.name=implflow", "-c", "user.email=implflow@localhost")
-TRAILER_KEYS = ("Workflow", "Phase", "Round", "Attempt", "Executor", "Session")
 RUNS_DIR = ".implflow/runs"
+REPORTS_DIR = ".implflow/reports"
 
 
 def is_url(repo: str) -> bool:
@@ -105,6 +106,28 @@ def check_repo(repo: str) -> str:
     return "path"
 
 
+def origin_head(repo: str) -> str | None:
+    """The commit the task starts from: the origin's HEAD now (None if it cannot be read)."""
+    if is_url(repo):
+        proc = subprocess.run(
+            ["git", "ls-remote", "--", repo, "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout.strip() else None
+    proc = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
+        cwd=Path(repo).expanduser(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.stdout.strip() or None
+
+
 def origin_url(repo: str) -> str:
     return repo if is_url(repo) else str(Path(repo).expanduser().resolve())
 
@@ -118,6 +141,14 @@ class RoundKey:
     @property
     def record_path(self) -> str:
         return f"{RUNS_DIR}/{self.phase}-r{self.round}.json"
+
+    @property
+    def report_dir(self) -> str:
+        return f"{REPORTS_DIR}/{self.phase}/{self.round}"
+
+    @property
+    def verdict_path(self) -> str:
+        return f"{self.report_dir}/verdict.json"
 
 
 class TaskCheckout:
@@ -174,8 +205,8 @@ class TaskCheckout:
             raise GitError("checkout", "the repository has no branches to start from")
         return first
 
-    def recorded(self, key: RoundKey) -> dict[str, Any] | None:
-        """The outcome of ``key`` if its commit is already on the task branch."""
+    def recorded(self, key: RoundKey, gate: bool = False) -> dict[str, Any] | None:
+        """The stored outcome (or gate verdict) of ``key`` if its commit is on the task branch."""
         log = git(
             self.dir,
             "log",
@@ -187,8 +218,15 @@ class TaskCheckout:
         want = {"Workflow": key.workflow_id, "Phase": key.phase, "Round": str(key.round)}
         for entry in log.split("\x1e"):
             sha, _, body = entry.strip().partition("\x1f")
-            if sha and all(f"Implflow-{k}: {v}" in body.splitlines() for k, v in want.items()):
-                raw = git(self.dir, "show", f"{sha}:{key.record_path}", check=False)
+            lines = body.splitlines()
+            is_gate = "Implflow-Gate: yes" in lines
+            if (
+                sha
+                and is_gate == gate
+                and all(f"Implflow-{k}: {v}" in lines for k, v in want.items())
+            ):
+                path = key.verdict_path if gate else key.record_path
+                raw = git(self.dir, "show", f"{sha}:{path}", check=False)
                 try:
                     record: dict[str, Any] = json.loads(raw) if raw else {}
                 except json.JSONDecodeError:
@@ -207,19 +245,68 @@ class TaskCheckout:
         record: dict[str, Any],
     ) -> str:
         """Squash whatever the executor did into exactly one commit for the round, push it."""
-        path = self.dir / key.record_path
+        values = {
+            "Workflow": key.workflow_id,
+            "Phase": key.phase,
+            "Round": str(key.round),
+            "Attempt": str(attempt),
+            "Executor": executor,
+            "Session": session,
+        }
+        summary = str(record.get("summary", ""))[:200].replace("\n", " ")
+        return self._commit(
+            start,
+            key.record_path,
+            record,
+            f"implflow: {key.phase} (round {key.round})",
+            summary,
+            values,
+        )
+
+    def commit_gate(self, key: RoundKey, start: str, verdict: dict[str, Any]) -> str:
+        """One commit with the gate's reports and verdict for the round, pushed."""
+        values = {
+            "Workflow": key.workflow_id,
+            "Phase": key.phase,
+            "Round": str(key.round),
+            "Gate": "yes",
+        }
+        outcome = "passed" if verdict.get("passed") else "failed"
+        return self._commit(
+            start,
+            key.verdict_path,
+            verdict,
+            f"implflow: gate {key.phase} {outcome} (round {key.round})",
+            str(verdict.get("failure_summary", ""))[:200].replace("\n", " "),
+            values,
+        )
+
+    def _commit(
+        self,
+        start: str,
+        record_path: str,
+        record: dict[str, Any],
+        subject: str,
+        summary: str,
+        trailers: Mapping[str, str | None],
+    ) -> str:
+        path = self.dir / record_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         git(self.dir, "reset", "--quiet", "--soft", start)  # an agent's own commits fold in
         git(self.dir, "add", "--all", "--", ".")
         git(self.dir, "add", "--all", "--force", "--", ".implflow")  # even if the repo ignores it
-        values = (key.workflow_id, key.phase, str(key.round), str(attempt), executor, session)
-        trailers = "".join(
-            f"Implflow-{k}: {v}\n" for k, v in zip(TRAILER_KEYS, values, strict=True) if v
+        lines = "".join(f"Implflow-{k}: {v}\n" for k, v in trailers.items() if v)
+        git(
+            self.dir,
+            *IDENTITY,
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "--no-verify",
+            "-m",
+            f"{subject}\n\n{summary}\n\n{lines}",
         )
-        summary = str(record.get("summary", ""))[:200].replace("\n", " ")
-        message = f"implflow: {key.phase} (round {key.round})\n\n{summary}\n\n{trailers}"
-        git(self.dir, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
         sha = git(self.dir, "rev-parse", "HEAD")
         git(self.dir, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
         return sha

@@ -24,10 +24,17 @@ APPROVAL_EXPIRED = "ApprovalExpired"
 REJECTION_LIMIT = "RejectionLimitReached"
 """A gate was rejected more often than the approval policy allows."""
 
+BUDGET_EXCEEDED = "BudgetExceeded"
+"""An agent or the task ledger reached a budget cap; a person decides (more budget, abort)."""
+
+ABORTED = "Aborted"
+"""A person aborted the task at a decision point."""
+
 NON_RETRYABLE_PHASE_ERRORS: tuple[str, ...] = (
     INVALID_INPUT,
     EXECUTOR_UNAVAILABLE,
     REPO_UNAVAILABLE,
+    BUDGET_EXCEEDED,
 )
 """Error types a phase activity never retries: bad config, missing binary."""
 

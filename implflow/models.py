@@ -171,6 +171,12 @@ class ImplementationInput(_Input):
         default=False,
         description="Write every phase round's diff as a cassette under IMPLFLOW_RECORD_DIR.",
     )
+    gates: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Quality gates after each phase; auto = on unless shell."
+    )
+    max_repair_rounds: int = Field(
+        default=3, ge=0, le=10, description="Repair rounds per phase before a person decides."
+    )
 
     @field_validator("repo")
     @classmethod
@@ -225,20 +231,34 @@ class RejectSignal(_Input):
 
 
 class DecideInput(_Input):
-    """Update ``decide``: approve or reject, validated before it enters history."""
+    """Update ``decide``: validated before it enters history.
+
+    ``approve`` passes the gate (on a failed quality gate: a waiver, ``comment`` is the
+    reason; on a budget stop: more budget, ``budget_usd`` the new per-phase cap);
+    ``reject`` rewinds with ``feedback``; ``abort`` ends the task.
+    """
 
     phase: PhaseName
-    decision: Literal["approve", "reject"]
+    decision: Literal["approve", "reject", "waive", "abort"]
     approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     comment: str = Field(default="", max_length=4000)
     feedback: str = Field(default="", max_length=8000)
     rewind_to: PhaseName | None = None
+    budget_usd: float | None = Field(default=None, gt=0, le=10_000)
 
     @model_validator(mode="after")
     def _reject_needs_feedback(self) -> DecideInput:
         if self.decision == "reject" and not self.feedback.strip():
             raise ValueError("feedback: required when decision is 'reject'")
         return self
+
+
+class AbortSignal(_Input):
+    """Signal ``abort``: end the task at the pending decision point."""
+
+    phase: PhaseName
+    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    comment: str = Field(default="", max_length=4000)
 
 
 class PauseSignal(_Input):
@@ -252,12 +272,14 @@ class Decision(_Record):
     """A recorded approval decision."""
 
     phase: str
-    decision: Literal["approve", "reject", "expired"]
+    decision: Literal["approve", "reject", "waive", "abort", "expired"]
     approver: str
     at: datetime
+    kind: Literal["approval", "gate", "budget"] = "approval"
     comment: str = ""
     feedback: str = ""
     rewind_to: str | None = None
+    budget_usd: float | None = None
     commit: str | None = None
     via: Literal["signal", "update", "deadline"] = "signal"
 
@@ -284,6 +306,7 @@ class PrepareInput(_Input):
 class PrepareResult(_Record):
     executor: str
     repo_kind: Literal["path", "url"]
+    base_commit: str | None = None
 
 
 class PhaseInput(_Input):
@@ -329,6 +352,49 @@ class PhaseResult(_Record):
     session_id: str | None = None
 
 
+class GateInput(_Input):
+    """What the gate activity needs to check one phase round on the task branch."""
+
+    workflow_id: str
+    repo: str
+    phase: str
+    round: int = Field(ge=1)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    base_commit: str | None = None
+    baseline: dict[str, float] = Field(default_factory=dict)
+
+
+class GateCheck(_Record):
+    name: str
+    passed: bool
+    summary: str = ""
+    figures: dict[str, float | str] = Field(default_factory=dict)
+    threshold: str = ""
+
+
+class GateResult(_Record):
+    """A gate's verdict: small; the full reports are on the branch under ``report_dir``."""
+
+    phase: str
+    round: int
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+    failure_summary: str = Field(default="", max_length=4000)
+    report_dir: str | None = None
+    commit: str | None = None
+
+    def evidence(self) -> str:
+        """One line per check: what was measured against what, and where the reports are."""
+        lines = [
+            f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.summary}"
+            + (f" (target {c.threshold})" if c.threshold else "")
+            for c in self.checks
+        ]
+        if self.report_dir:
+            lines.append(f"reports: {self.report_dir} @ {(self.commit or '')[:12]}")
+        return "\n".join(lines)[:3000]
+
+
 class ReminderInput(_Input):
     workflow_id: str
     title: str
@@ -351,10 +417,25 @@ class PhaseStatus(_Record):
     commit: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    repairs: int = 0
+    gate: GateResult | None = None
+    cost_usd: float = 0.0
+    tokens: int = 0
+
+
+class Ledger(_Record):
+    """What the task has spent so far (agent dollars, tokens, turns; phase wall time)."""
+
+    cost_usd: float = 0.0
+    tokens: int = 0
+    turns: int = 0
+    wall_s: float = 0.0
 
 
 class PendingApproval(_Record):
     phase: str
+    kind: Literal["approval", "gate", "budget"] = "approval"
+    evidence: str = ""
     since: datetime
     commit: str | None = None
     reminded: bool = False
@@ -375,6 +456,8 @@ class TaskStatus(_Record):
     decisions: list[Decision] = Field(default_factory=list)
     ignored_messages: list[str] = Field(default_factory=list)
     error: str | None = None
+    ledger: Ledger = Field(default_factory=Ledger)
+    branch: str | None = None
 
 
 class ImplementationResult(_Record):
@@ -386,6 +469,8 @@ class ImplementationResult(_Record):
     phases: list[PhaseStatus]
     decisions: list[Decision]
     head_commit: str | None = None
+    branch: str | None = None
+    ledger: Ledger = Field(default_factory=Ledger)
 
 
 PhaseInput.model_rebuild()

@@ -6,16 +6,23 @@ Handlers:
   already decided, approver not allowed, unknown rewind target) is logged and ignored.
 - update ``decide`` does the same, but its validator refuses such a message before it
   enters history and the caller gets the recorded ``Decision`` back.
+- signal ``abort`` {phase, approver, comment} ends the task at the pending decision point.
 - signals ``pause`` / ``resume``: a paused task finishes its running phase, then waits.
-- query ``status``: phases, rounds, attempts, durations, the pending approval, decisions.
+- query ``status``: phases, rounds, attempts, durations, gates, the ledger, the pending
+  approval (with its evidence), decisions.
 
-Decisions only: every effect (executor runs, reminders) is an activity.
+With quality gates on, a phase is done only when its gate passes: a failed gate re-runs
+the phase with the failure as feedback (``max_repair_rounds``), then a person decides
+(waive, reject and rewind, abort). A budget cap reached asks a person too.
+
+Decisions only: every effect (executor runs, gates, reminders) is an activity.
 """
 
 from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -26,9 +33,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.phases import ImplActivities
     from implflow import errors
     from implflow.models import (
+        AbortSignal,
         ApproveSignal,
+        Budget,
         DecideInput,
         Decision,
+        GateInput,
+        GateResult,
         ImplementationInput,
         ImplementationResult,
         PauseSignal,
@@ -45,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         TaskStatus,
     )
     from implflow.pipeline import build_pipeline
+    from workflows.approvals import decision_problem
     from workflows.progress import Progress
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
@@ -54,6 +66,10 @@ PREPARE_RETRY = RetryPolicy(
     maximum_attempts=3, non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS)
 )
 REMINDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10))
+GATE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=10))
+
+PATCH_GATES_AND_BUDGETS = "gates-and-budgets-v1"
+"""Workflows started before this patch run without gates and budget stops, as they began."""
 
 
 @workflow.defn(name="ImplementationWorkflow")
@@ -74,9 +90,16 @@ class ImplementationWorkflow:
         self._paused = False
         self._ignored: list[str] = []
         self._error: str | None = None
+        self._v2 = False
+        self._gates = False
+        self._base_commit: str | None = None
+        self._baseline: dict[str, float] = {}
+        self._extra_usd = 0.0
+        self._branch: str | None = None
 
     @workflow.run
     async def run(self, task: ImplementationInput) -> ImplementationResult:
+        self._v2 = workflow.patched(PATCH_GATES_AND_BUDGETS)
         self._set(TaskState.RUNNING)
         wid = workflow.info().workflow_id
         try:
@@ -88,6 +111,10 @@ class ImplementationWorkflow:
                 summary="prepare: check repo and executor",
             )
             self._executor = prep.executor
+            self._base_commit = prep.base_commit
+            self._gates = self._v2 and (
+                task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
+            )
             await self._run_pipeline()
         except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
             if is_cancelled_exception(err):
@@ -105,6 +132,8 @@ class ImplementationWorkflow:
             phases=self._progress.phases,
             decisions=self._decisions,
             head_commit=next((p.commit for p in reversed(self._progress.phases) if p.commit), None),
+            branch=self._branch,
+            ledger=self._progress.ledger,
         )
 
     async def _run_pipeline(self) -> None:
@@ -116,12 +145,10 @@ class ImplementationWorkflow:
             if self._paused:
                 self._set(TaskState.PAUSED, spec.name)
                 await workflow.wait_condition(lambda: not self._paused)
-            result = await self._run_phase(spec, feedback)
-            if not spec.approval:
-                i += 1
-                continue
-            decision = await self._await_approval(spec.name, result.commit)
-            if decision.decision == "approve":
+            outcome = await self._phase_step(spec, feedback)
+            if isinstance(outcome, PhaseResult) and spec.approval:
+                outcome = await self._await_approval(spec.name, outcome.commit)
+            if isinstance(outcome, PhaseResult) or outcome.decision in ("approve", "waive"):
                 i += 1
                 continue
             rejections[spec.name] = rejections.get(spec.name, 0) + 1
@@ -132,9 +159,93 @@ class ImplementationWorkflow:
                     type=errors.REJECTION_LIMIT,
                     non_retryable=True,
                 )
-            feedback.append(f"{spec.name} rejected by {decision.approver}: {decision.feedback}")
-            i = self._index(decision.rewind_to or spec.name)
+            feedback.append(f"{spec.name} rejected by {outcome.approver}: {outcome.feedback}")
+            i = self._index(outcome.rewind_to or spec.name)
             self._progress.rewound([p.name for p in self._pipeline[i:]])
+
+    async def _phase_step(self, spec: PhaseSpec, feedback: list[str]) -> PhaseResult | Decision:
+        """The phase's work; with gates on, repaired until its gate passes or a person decides."""
+        notes = list(feedback)
+        repairs = 0
+        while True:
+            result = await self._run_phase_within_budget(spec, notes)
+            if not self._gates:
+                return result
+            gate = await self._run_gate(spec, result)
+            if gate.passed:
+                return result
+            if repairs < self._task.max_repair_rounds:
+                repairs += 1
+                self._progress.get(spec.name).repairs = repairs
+                self._set(TaskState.REPAIRING, spec.name)
+                notes = [
+                    *feedback,
+                    f"The {spec.name} gate failed in round {gate.round}: {gate.failure_summary}",
+                ]
+                continue
+            decision = await self._await_approval(
+                spec.name, gate.commit or result.commit, kind="gate", evidence=gate.evidence()
+            )
+            return result if decision.decision in ("approve", "waive") else decision
+
+    async def _run_phase_within_budget(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
+        """Run the phase; a budget cap reached (by the agent or the ledger) asks a person."""
+        while True:
+            try:
+                result = await self._run_phase(spec, notes)
+            except ActivityError as err:
+                if not self._v2 or _cause_type(err) != errors.BUDGET_EXCEEDED:
+                    raise
+                await self._budget_stop(spec.name, _cause(err))
+                continue
+            over = self._over_budget(spec.name)
+            if over:
+                await self._budget_stop(spec.name, over)
+            return result
+
+    async def _budget_stop(self, phase: str, why: str) -> None:
+        decision = await self._await_approval(phase, None, kind="budget", evidence=why)
+        if decision.decision != "approve":
+            raise ApplicationError(
+                f"budget stop at {phase}: {why}", type=errors.BUDGET_EXCEEDED, non_retryable=True
+            )
+        cap = self._task.budget.max_usd_per_phase or self._task.budget.max_usd_total or 1.0
+        self._extra_usd += decision.budget_usd or cap
+
+    def _over_budget(self, phase: str) -> str | None:
+        budget, extra = self._task.budget, self._extra_usd
+        spent, total = self._progress.get(phase).cost_usd, self._progress.ledger.cost_usd
+        if budget.max_usd_per_phase and spent > budget.max_usd_per_phase + extra:
+            return f"{phase} spent ${spent:.2f} of ${budget.max_usd_per_phase + extra:.2f}"
+        if budget.max_usd_total and total > budget.max_usd_total + extra:
+            return f"task spent ${total:.2f} of ${budget.max_usd_total + extra:.2f}"
+        return None
+
+    async def _run_gate(self, spec: PhaseSpec, result: PhaseResult) -> GateResult:
+        gate = await workflow.execute_activity_method(
+            ImplActivities.run_gate,
+            GateInput(
+                workflow_id=workflow.info().workflow_id,
+                repo=self._task.repo,
+                phase=spec.name,
+                round=result.round,
+                thresholds=self._task.thresholds,
+                base_commit=self._base_commit,
+                baseline=self._baseline,
+            ),
+            start_to_close_timeout=timedelta(minutes=30),
+            heartbeat_timeout=timedelta(minutes=2),
+            retry_policy=GATE_RETRY,
+            summary=f"gate {spec.name} · round {result.round}",
+        )
+        for check in gate.checks:  # the first load figures measured become the baseline
+            for key in ("p95_ms", "rps"):
+                value = check.figures.get(key)
+                if isinstance(value, (int, float)) and key not in self._baseline:
+                    self._baseline[key] = float(value)
+        self._progress.gated(gate)
+        self._refresh()
+        return gate
 
     async def _run_phase(self, spec: PhaseSpec, feedback: list[str]) -> PhaseResult:
         self._set(TaskState.RUNNING, spec.name)
@@ -152,7 +263,7 @@ class ImplementationWorkflow:
             feedback=list(feedback),
             previous=[PhaseSummary(name=p.name, round=p.rounds, summary=p.outcome) for p in done],
             command=self._task.commands.get(spec.name),
-            budget=self._task.budget,
+            budget=self._phase_budget(),
             cassette=self._task.cassette,
             record=self._task.record,
         )
@@ -177,16 +288,25 @@ class ImplementationWorkflow:
             self._progress.ended(spec.name, PhaseStatusValue.FAILED, _cause(err), workflow.now())
             raise
         self._progress.finished(result, workflow.now())
+        self._branch = result.branch or self._branch
         workflow.logger.info(
             "phase done", extra={"phase": spec.name, "round": rnd, "attempt": result.attempt}
         )
         return result
 
-    async def _await_approval(self, phase: str, commit: str | None) -> Decision:
+    async def _await_approval(
+        self,
+        phase: str,
+        commit: str | None,
+        kind: Literal["approval", "gate", "budget"] = "approval",
+        evidence: str = "",
+    ) -> Decision:
         policy = self._task.approval
         since = workflow.now()
         deadline = since + timedelta(seconds=policy.deadline_s)
-        self._pending = PendingApproval(phase=phase, since=since, commit=commit, deadline=deadline)
+        self._pending = PendingApproval(
+            phase=phase, kind=kind, evidence=evidence, since=since, commit=commit, deadline=deadline
+        )
         self._set(TaskState.AWAITING_APPROVAL, phase)
         answered = await self._wait_answer(policy.remind_after_s)
         if not answered:
@@ -229,6 +349,12 @@ class ImplementationWorkflow:
         if decision is None:  # unreachable: every path above waited for an answer
             raise ApplicationError("approval wait ended without a decision", non_retryable=True)
         self._answer, self._pending = None, None
+        if decision.decision == "abort":
+            raise ApplicationError(
+                f"aborted at {phase} by {decision.approver}: {decision.comment}",
+                type=errors.ABORTED,
+                non_retryable=True,
+            )
         self._set(TaskState.RUNNING, phase)
         return decision
 
@@ -252,6 +378,10 @@ class ImplementationWorkflow:
     @workflow.signal
     def reject(self, msg: RejectSignal) -> None:
         self._accept("signal", DecideInput(decision="reject", **msg.model_dump()))
+
+    @workflow.signal
+    def abort(self, msg: AbortSignal) -> None:
+        self._accept("signal", DecideInput(decision="abort", **msg.model_dump()))
 
     @workflow.update
     def decide(self, msg: DecideInput) -> Decision:
@@ -289,27 +419,21 @@ class ImplementationWorkflow:
             decisions=self._decisions,
             ignored_messages=self._ignored[-20:],
             error=self._error,
+            ledger=self._progress.ledger,
+            branch=self._branch,
         )
 
     # --- helpers --------------------------------------------------------------------
 
     def _problem(self, msg: DecideInput) -> str | None:
         """Why a decision cannot be taken now, or None when it can."""
-        pending = self._pending
-        if pending is None:
-            return f"no approval is pending (phase {msg.phase!r} is not waiting)"
-        if msg.phase != pending.phase:
-            return f"phase {msg.phase!r} is not waiting for approval; {pending.phase!r} is"
-        if self._answer is not None:
-            return f"the {pending.phase} gate was already decided by {self._answer.approver}"
-        allow = self._task.approval.approvers
-        if allow and msg.approver not in allow:
-            return f"approver {msg.approver!r} is not on the approvers allowlist"
-        if msg.rewind_to is not None:
-            names = [p.name for p in self._pipeline]
-            if msg.rewind_to not in names or names.index(msg.rewind_to) > names.index(msg.phase):
-                return f"rewind_to {msg.rewind_to!r} must be {msg.phase!r} or an earlier phase"
-        return None
+        return decision_problem(
+            msg,
+            self._pending,
+            self._answer,
+            self._task.approval.approvers,
+            [p.name for p in self._pipeline],
+        )
 
     def _accept(self, via: str, msg: DecideInput) -> None:
         problem = self._problem(msg)
@@ -328,6 +452,8 @@ class ImplementationWorkflow:
             comment=msg.comment,
             feedback=msg.feedback,
             rewind_to=msg.rewind_to,
+            budget_usd=msg.budget_usd,
+            kind=self._pending.kind if self._pending else "approval",
             commit=self._pending.commit if self._pending else None,
             via="update" if via == "update" else "signal",
         )
@@ -343,6 +469,15 @@ class ImplementationWorkflow:
                 "decision": decision.decision,
                 "approver": decision.approver,
             },
+        )
+
+    def _phase_budget(self) -> Budget:
+        """The task's budget, with any extra dollars a person approved at a budget stop."""
+        budget = self._task.budget
+        if not self._extra_usd or budget.max_usd_per_phase is None:
+            return budget
+        return budget.model_copy(
+            update={"max_usd_per_phase": budget.max_usd_per_phase + self._extra_usd}
         )
 
     def _index(self, name: str) -> int:
@@ -379,6 +514,12 @@ class ImplementationWorkflow:
         workflow.set_current_details(
             self._progress.checklist(self._task.title, self._state, self._pending, self._paused)
         )
+
+
+def _cause_type(err: BaseException) -> str | None:
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return err.type if isinstance(err, ApplicationError) else None
 
 
 def _cause(err: BaseException) -> str:

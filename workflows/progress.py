@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from implflow.models import (
+    GateResult,
+    Ledger,
     PendingApproval,
     PhaseResult,
     PhaseStatus,
@@ -33,6 +35,7 @@ class Progress:
         self.phases = [PhaseStatus(name=n) for n in names] + [
             PhaseStatus(name=n, status=PhaseStatusValue.SKIPPED) for n in skipped
         ]
+        self.ledger = Ledger()
 
     def get(self, name: str) -> PhaseStatus:
         return next(p for p in self.phases if p.name == name)
@@ -54,6 +57,19 @@ class Progress:
         p.outcome = result.summary
         p.commit = result.commit
         p.finished_at = now
+        p.cost_usd = round(p.cost_usd + result.cost_usd, 6)
+        p.tokens += result.tokens
+        self.ledger.cost_usd = round(self.ledger.cost_usd + result.cost_usd, 6)
+        self.ledger.tokens += result.tokens
+        self.ledger.turns += result.turns
+        self.ledger.wall_s = round(self.ledger.wall_s + result.duration_s, 3)
+
+    def gated(self, gate: GateResult) -> None:
+        """Record a gate verdict; a failed gate marks the phase failed until it is repaired."""
+        p = self.get(gate.phase)
+        p.gate = gate
+        if not gate.passed:
+            p.status = PhaseStatusValue.FAILED
 
     def ended(self, name: str, status: PhaseStatusValue, outcome: str, now: datetime) -> None:
         p = self.get(name)
@@ -79,14 +95,28 @@ class Progress:
                 text += f", {p.attempts} attempts"
             if p.duration_s:
                 text += f", {p.duration_s:.1f}s"
+            if p.repairs:
+                text += f", {p.repairs} repair round{'s' if p.repairs > 1 else ''}"
+            if p.gate is not None:
+                failed = [c.name for c in p.gate.checks if not c.passed]
+                text += " — gate " + ("passed" if p.gate.passed else f"failed: {', '.join(failed)}")
             if pending and pending.phase == p.name:
                 text += " — **awaiting approval**"
             lines.append(text)
+        if self.ledger.cost_usd or self.ledger.tokens:
+            lines += ["", f"Spent: ${self.ledger.cost_usd:.2f}, {self.ledger.tokens} tokens"]
         if pending:
+            what = {
+                "approval": "approval",
+                "gate": "a failed gate (waive, reject or abort)",
+                "budget": "a budget stop (approve more budget or abort)",
+            }[pending.kind]
             lines += [
                 "",
                 f"Waiting since {pending.since.isoformat(timespec='seconds')} for a decision on "
-                f"**{pending.phase}**: `implflow approve <id> --phase {pending.phase}` or signal "
-                f'`approve` with `{{"phase": "{pending.phase}", "approver": "<you>"}}`.',
+                f"**{pending.phase}** — {what}: `implflow approve <id> --phase {pending.phase}` "
+                f'or signal `approve` with `{{"phase": "{pending.phase}", "approver": "<you>"}}`.',
             ]
+            if pending.evidence:
+                lines += ["", "```", pending.evidence, "```"]
         return "\n".join(lines)

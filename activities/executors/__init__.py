@@ -6,6 +6,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome, Executor
 from activities.executors.claude_code import ClaudeCodeExecutor
+from activities.executors.llm import LlmExecutor
 from activities.executors.replay import ReplayExecutor
 from activities.executors.shell import ShellExecutor
 from implflow.errors import EXECUTOR_UNAVAILABLE
@@ -14,9 +15,10 @@ EXECUTORS: dict[str, type[Executor]] = {
     "shell": ShellExecutor,
     "claude-code": ClaudeCodeExecutor,
     "replay": ReplayExecutor,
+    "llm": LlmExecutor,
 }
 
-PLANNED = ("codex", "llm")
+PLANNED = ("codex",)
 """Named in the design, not yet shipped: refused with a clear message, never silently."""
 
 

@@ -7,8 +7,9 @@ budget; a stall or an API hiccup is retried by the phase's retry policy).
 
 from __future__ import annotations
 
-BUDGET_EXCEEDED = "BudgetExceeded"
-"""The agent hit its turn or dollar cap. Never retried: a person approves more or aborts."""
+from implflow.errors import BUDGET_EXCEEDED  # the workflow routes it: a person decides
+
+__all__ = ["BUDGET_EXCEEDED"]
 
 AGENT_PERMISSION_DENIED = "AgentPermissionDenied"
 """The agent was refused tool calls (permission mode / allowed tools). Never retried:
