@@ -1,5 +1,6 @@
 """Record the workflow histories the replay test checks: ``python -m tests.histories.record``.
 
+Only missing recordings are made (``--all`` re-records everything).
 Re-record only on purpose: a history recorded by an older workflow version is
 exactly what proves a change is still replay-compatible. When a change is not,
 guard it with ``workflow.patched`` instead of re-recording.
@@ -8,28 +9,34 @@ guard it with ``workflow.patched`` instead of re-recording.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from activities.phases import ImplActivities
 from implflow.binaries import find_binary
 from implflow.converter import data_converter
 from implflow.models import (
     ApproveSignal,
     DecideInput,
+    GateInput,
+    GateResult,
     ImplementationInput,
     RejectSignal,
     TaskStatus,
 )
 from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
-from implflow.worker import build_worker
 from tests.conftest import git_repo
+from workflows import WORKFLOWS
 
 HERE = Path(__file__).parent
 
@@ -77,12 +84,39 @@ async def deadline_expiry(h: WorkflowHandle[Any, Any]) -> None:
     raise AssertionError("expected the approval to expire")
 
 
+async def gates_repair_and_waive(h: WorkflowHandle[Any, Any]) -> None:
+    await _waiting(h, "validate")  # validate's gate fails twice: repair, then a person waives
+    await h.execute_update(
+        "decide", DecideInput(phase="validate", decision="waive", approver="lead", comment="ok")
+    )
+    await _waiting(h, "verify")
+    await h.signal("approve", ApproveSignal(phase="verify", approver="qa"))
+    await h.result()
+
+
+@activity.defn(name="run_gate")
+async def scripted_gate(inp: GateInput) -> GateResult:
+    """Passes every gate but validate's, so the recording covers repair and waiver."""
+    passed = inp.phase != "validate"
+    return GateResult(
+        phase=inp.phase,
+        round=inp.round,
+        passed=passed,
+        failure_summary="" if passed else "1 high-severity finding (B602)",
+        report_dir=f".implflow/reports/{inp.phase}/{inp.round}",
+    )
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Scenario]] = {
     "approve_path": ({}, approve_path),
     "reject_and_rewind": ({}, reject_and_rewind),
     "deadline_expiry": (
         {"approval": {"after": ["design"], "remind_after_s": 3600, "deadline_s": 7200}},
         deadline_expiry,
+    ),
+    "gates_repair_and_waive": (
+        {"gates": "on", "max_repair_rounds": 1, "approval": {"after": ["verify"]}},
+        gates_repair_and_waive,
     ),
 }
 
@@ -97,8 +131,16 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tq = f"record-{uuid.uuid4().hex[:8]}"
             repo = git_repo(Path(tmp) / "repo")
-            async with build_worker(env.client, Settings(data_dir=Path(tmp) / "data"), tq):
+            acts = ImplActivities(Settings(data_dir=Path(tmp) / "data"))
+            async with Worker(
+                env.client,
+                task_queue=tq,
+                workflows=WORKFLOWS,
+                activities=[acts.prepare_task, acts.run_phase, scripted_gate, acts.send_reminder],
+            ):
                 for name, (extra, scenario) in SCENARIOS.items():
+                    if (HERE / f"{name}.json").exists() and "--all" not in sys.argv:
+                        continue  # old recordings are the proof of compatibility: keep them
                     inp = ImplementationInput.model_validate(
                         {
                             "title": f"replay {name}",
