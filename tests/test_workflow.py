@@ -347,7 +347,7 @@ async def test_bad_input_fails_at_once_naming_the_field(
 @pytest.mark.parametrize(
     ("extra", "error_type", "words"),
     [
-        ({"executor": "codex"}, "ExecutorUnavailable", "IMPLFLOW_EXECUTOR"),
+        ({"executor": "gpt-magic"}, "ExecutorUnavailable", "IMPLFLOW_EXECUTOR"),
         ({"executor": "claude-code"}, "ExecutorUnavailable", "npm install"),
         ({"repo": "/nonexistent/repo"}, "RepoUnavailable", "not a directory"),
         ({"commands": {"review": ["no-such-program-xyz"]}}, "ExecutorUnavailable", "not installed"),

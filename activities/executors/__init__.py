@@ -6,6 +6,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome, Executor
 from activities.executors.claude_code import ClaudeCodeExecutor
+from activities.executors.codex import CodexExecutor
 from activities.executors.llm import LlmExecutor
 from activities.executors.replay import ReplayExecutor
 from activities.executors.shell import ShellExecutor
@@ -16,20 +17,16 @@ EXECUTORS: dict[str, type[Executor]] = {
     "claude-code": ClaudeCodeExecutor,
     "replay": ReplayExecutor,
     "llm": LlmExecutor,
+    "codex": CodexExecutor,
 }
 
-PLANNED = ("codex",)
-"""Named in the design, not yet shipped: refused with a clear message, never silently."""
 
 
 def get_executor(name: str) -> Executor:
     """The executor called ``name``, or a non-retryable error saying what to do."""
     cls = EXECUTORS.get(name)
     if cls is None:
-        if name in PLANNED:
-            hint = f"executor {name!r} is not available in this implflow version"
-        else:
-            hint = f"unknown executor {name!r}"
+        hint = f"unknown executor {name!r}"
         raise ApplicationError(
             f"{hint}; available: {sorted(EXECUTORS)}. "
             "Pass executor='shell' in the input or set IMPLFLOW_EXECUTOR=shell on the worker.",

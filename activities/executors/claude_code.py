@@ -26,9 +26,7 @@ The task's ``budget`` (turns and dollars per phase) overrides the defaults.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +35,18 @@ from typing import Any, Literal
 import structlog
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.executors.agent_common import (
+    RESUME_PROMPT,
+    as_int,
+    find_binary,
+    previous_session,
+    record_session,
+)
+from activities.executors.agent_common import (
+    phase_prompt as phase_prompt,  # re-exported: llm.py imports it from here
+)
 from activities.executors.agent_errors import (
     AGENT_API_ERROR,
     AGENT_FAILED,
@@ -130,15 +137,15 @@ class _Session:
             if isinstance(message_id, str) and message_id not in self.message_ids:
                 self.message_ids.add(message_id)
                 usage = message.get("usage") or {}
-                self.input_tokens += _int(usage.get("input_tokens"))
-                self.output_tokens += _int(usage.get("output_tokens"))
+                self.input_tokens += as_int(usage.get("input_tokens"))
+                self.output_tokens += as_int(usage.get("output_tokens"))
         elif kind == "result":
             self.result = event
 
     @property
     def turns(self) -> int:
         if self.result is not None:
-            return _int(self.result.get("num_turns"))
+            return as_int(self.result.get("num_turns"))
         return len(self.message_ids)
 
     @property
@@ -171,40 +178,8 @@ class _Session:
         return f"{self.turns} turns, {cost}, session {self.session_id or 'none'}"
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
 def _is_result(event: Event) -> bool:
     return event.get("type") == "result"
-
-
-def phase_prompt(pin: PhaseInput) -> str:
-    """The user prompt for one phase round (task text stays data: one argv element)."""
-    parts = [
-        f"You are doing the {pin.phase.name!r} phase (round {pin.round}) of a software "
-        "implementation task in the repository that is your working directory.",
-        f"# Task: {pin.title}\n\n{pin.description}",
-    ]
-    if pin.phase.instructions.strip():
-        parts.append(f"# What this phase must do\n\n{pin.phase.instructions.strip()}")
-    if pin.previous:
-        done = "\n".join(f"- {p.name} (round {p.round}): {p.summary}" for p in pin.previous)
-        parts.append(f"# Earlier phases\n\n{done}")
-    if pin.feedback:
-        notes = "\n".join(f"- {note}" for note in pin.feedback)
-        parts.append(f"# Feedback to address (failed checks or a reviewer)\n\n{notes}")
-    parts.append(
-        "Change files only inside the working directory. Do not commit or push: "
-        "implflow commits your changes when the phase ends. Finish with a short summary."
-    )
-    return "\n\n".join(parts)
-
-
-RESUME_PROMPT = (
-    "The previous attempt at this phase was interrupted. Continue where it stopped "
-    "and finish the phase, then give a short summary."
-)
 
 
 class ClaudeCodeExecutor:
@@ -230,15 +205,12 @@ class ClaudeCodeExecutor:
         self._binary()
 
     def _binary(self) -> str:
-        found = shutil.which(self.settings.bin)
-        if found is None:
-            raise ApplicationError(
-                f"claude-code executor: {self.settings.bin!r} is not installed on this worker; "
-                f"install with: {INSTALL_HINT} (or set IMPLFLOW_CLAUDE_BIN to its path)",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            )
-        return found
+        return find_binary(
+            self.settings.bin,
+            executor="claude-code",
+            install_hint=INSTALL_HINT,
+            setting="IMPLFLOW_CLAUDE_BIN",
+        )
 
     def argv(self, binary: str, pin: PhaseInput, *, resume: str | None) -> list[str]:
         """The command line; the prompt is the last element, after ``--``."""
@@ -274,7 +246,7 @@ class ClaudeCodeExecutor:
         pin = ctx.phase_input
         binary = self._binary()
         session_file = ctx.log_dir / f"{pin.phase.name}-r{pin.round}.claude-session.json"
-        resume = _previous_session(session_file) if ctx.attempt > 1 else None
+        resume = previous_session(session_file) if ctx.attempt > 1 else None
         session, result = await self._run(ctx, binary, session_file, resume=resume)
         if resume and not session.saw_init and _failed(session, "error_during_execution"):
             # This worker has no such session (another worker ran the attempt): start afresh.
@@ -293,7 +265,7 @@ class ClaudeCodeExecutor:
             known = session.session_id
             session.on_event(event)
             if session.session_id and session.session_id != known:
-                _record_session(session_file, session.session_id, ctx.attempt)
+                record_session(session_file, session.session_id, ctx.attempt)
 
         try:
             result = await run_event_stream(
@@ -332,26 +304,6 @@ def _agent_env(allowlist: tuple[str, ...]) -> dict[str, str]:
     extra = {name: os.environ[name] for name in PASSED_BY_NAME if os.environ.get(name)}
     extra["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
     return scrubbed_env(allowlist, extra)
-
-
-def _record_session(path: Path, session_id: str, attempt: int) -> None:
-    """Written as soon as the session is known, so a retry after a crash can resume it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"session_id": session_id, "attempt": attempt}), encoding="utf-8")
-
-
-def _previous_session(session_file: Path) -> str | None:
-    """The session an earlier attempt left: its last heartbeat, else this worker's file."""
-    if activity.in_activity():
-        for details in reversed(activity.info().heartbeat_details):
-            if isinstance(details, Mapping) and isinstance(details.get("session_id"), str):
-                return str(details["session_id"])
-    try:
-        recorded = json.loads(session_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = recorded.get("session_id") if isinstance(recorded, dict) else None
-    return value if isinstance(value, str) and value else None
 
 
 def _failed(session: _Session, subtype: str) -> bool:
