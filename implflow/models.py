@@ -171,6 +171,9 @@ class ImplementationInput(_Input):
         default=False,
         description="Write every phase round's diff as a cassette under IMPLFLOW_RECORD_DIR.",
     )
+    specialist: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] | None = (
+        Field(default=None, description="Agent specialist name; default backend-implementer.")
+    )
     gates: Literal["auto", "on", "off"] = Field(
         default="auto", description="Quality gates after each phase; auto = on unless shell."
     )
@@ -325,6 +328,7 @@ class PhaseInput(_Input):
     budget: Budget = Field(default_factory=Budget)
     cassette: str | None = None
     record: bool = False
+    specialist: str | None = None
 
 
 class PhaseSummary(_Record):

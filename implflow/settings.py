@@ -38,6 +38,10 @@ class Settings(BaseSettings):
         default=None,
         description="Cassettes of tasks started with record=true; default <data_dir>/cassettes.",
     )
+    specialists_dir: Path | None = Field(
+        default=None,
+        description="Specialist files (<name>.md), looked up after the repo's .claude/agents.",
+    )
     webhook_url: HttpUrl | None = Field(
         default=None, description="POSTed a JSON reminder when an approval is overdue."
     )

@@ -324,3 +324,32 @@ def test_prompt_can_lead_with_the_specialist(tmp_path: Path) -> None:
     assert prompt.index("# Specialist: backend-implementer") < prompt.index("# Task:")
     assert "< 512 MB" in prompt
     assert "# Specialist" not in build_prompt(_pin(), tmp_path)
+
+
+def test_agent_executors_resolve_the_task_specialist(tmp_path: Path) -> None:
+    from temporalio.exceptions import ApplicationError
+
+    from activities.executors.agent_common import specialist_prompt
+    from implflow.models import PhaseInput, PhaseSpec
+
+    agents = tmp_path / ".claude" / "agents"
+    agents.mkdir(parents=True)
+    (agents / "api-hardener.md").write_text(
+        "---\nname: api-hardener\ndescription: d\n---\nHARDEN EVERY ENDPOINT.\n"
+    )
+    pin = PhaseInput(
+        workflow_id="w",
+        title="t",
+        description="d",
+        repo=str(tmp_path),
+        executor="claude-code",
+        phase=PhaseSpec(name="validate"),
+        round=1,
+        specialist="api-hardener",
+    )
+    assert "HARDEN EVERY ENDPOINT." in specialist_prompt(pin, tmp_path, None)
+    default = specialist_prompt(pin.model_copy(update={"specialist": None}), tmp_path, None)
+    assert "80" in default  # the bundled backend specialist states its targets
+    with pytest.raises(ApplicationError) as info:
+        specialist_prompt(pin.model_copy(update={"specialist": "nobody"}), tmp_path, None)
+    assert info.value.type == "InvalidInput" and info.value.non_retryable

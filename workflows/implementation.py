@@ -266,6 +266,7 @@ class ImplementationWorkflow:
             budget=self._phase_budget(),
             cassette=self._task.cassette,
             record=self._task.record,
+            specialist=self._task.specialist,
         )
         r = spec.retry
         try:

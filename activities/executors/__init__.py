@@ -21,7 +21,6 @@ EXECUTORS: dict[str, type[Executor]] = {
 }
 
 
-
 def get_executor(name: str) -> Executor:
     """The executor called ``name``, or a non-retryable error saying what to do."""
     cls = EXECUTORS.get(name)

@@ -17,7 +17,13 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from activities.specialists import (
+    DEFAULT_SPECIALIST,
+    SpecialistError,
+    build_prompt,
+    find_specialist,
+)
+from implflow.errors import EXECUTOR_UNAVAILABLE, INVALID_INPUT
 from implflow.models import PhaseInput
 
 RESUME_PROMPT = (
@@ -26,26 +32,22 @@ RESUME_PROMPT = (
 )
 
 
-def phase_prompt(pin: PhaseInput) -> str:
-    """The user prompt for one phase round (task text stays data: one argv element)."""
-    parts = [
-        f"You are doing the {pin.phase.name!r} phase (round {pin.round}) of a software "
-        "implementation task in the repository that is your working directory.",
-        f"# Task: {pin.title}\n\n{pin.description}",
-    ]
-    if pin.phase.instructions.strip():
-        parts.append(f"# What this phase must do\n\n{pin.phase.instructions.strip()}")
-    if pin.previous:
-        done = "\n".join(f"- {p.name} (round {p.round}): {p.summary}" for p in pin.previous)
-        parts.append(f"# Earlier phases\n\n{done}")
-    if pin.feedback:
-        notes = "\n".join(f"- {note}" for note in pin.feedback)
-        parts.append(f"# Feedback to address (failed checks or a reviewer)\n\n{notes}")
-    parts.append(
-        "Change files only inside the working directory. Do not commit or push: "
-        "implflow commits your changes when the phase ends. Finish with a short summary."
-    )
-    return "\n\n".join(parts)
+def phase_prompt(pin: PhaseInput, workdir: Path | None = None) -> str:
+    """The user prompt of a phase round: task, phase, artifacts, guidelines, feedback.
+
+    Built by ``activities.specialists.build_prompt`` from the checkout in ``workdir``
+    (task text stays data: the prompt travels as one argv element after ``--``).
+    """
+    return build_prompt(pin, workdir if workdir is not None else Path("/nonexistent"))
+
+
+def specialist_prompt(pin: PhaseInput, workdir: Path, specialists_dir: Path | None) -> str:
+    """The specialist's text (repo ``.claude/agents``, then settings dir, then bundled)."""
+    try:
+        found = find_specialist(pin.specialist or DEFAULT_SPECIALIST, workdir, specialists_dir)
+    except SpecialistError as err:
+        raise ApplicationError(str(err), type=INVALID_INPUT, non_retryable=True) from None
+    return found.system_prompt()
 
 
 def as_int(value: object) -> int:

@@ -41,11 +41,10 @@ from activities.executors.agent_common import (
     RESUME_PROMPT,
     as_int,
     find_binary,
+    phase_prompt,
     previous_session,
     record_session,
-)
-from activities.executors.agent_common import (
-    phase_prompt as phase_prompt,  # re-exported: llm.py imports it from here
+    specialist_prompt,
 )
 from activities.executors.agent_errors import (
     AGENT_API_ERROR,
@@ -65,6 +64,7 @@ from activities.executors.stream import (
 )
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.models import AgentUsage, PhaseInput
+from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.executors.claude_code")
 
@@ -212,7 +212,9 @@ class ClaudeCodeExecutor:
             setting="IMPLFLOW_CLAUDE_BIN",
         )
 
-    def argv(self, binary: str, pin: PhaseInput, *, resume: str | None) -> list[str]:
+    def argv(
+        self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
+    ) -> list[str]:
         """The command line; the prompt is the last element, after ``--``."""
         s = self.settings
         max_turns = pin.budget.max_turns_per_phase or s.max_turns
@@ -232,7 +234,7 @@ class ClaudeCodeExecutor:
         if resume:
             argv += ["--resume", resume]
         # "--" ends the options: task text starting with "-" is still only the prompt.
-        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin)]
+        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin, workdir)]
         return argv
 
     def _system_prompt(self) -> str | None:
@@ -245,6 +247,8 @@ class ClaudeCodeExecutor:
         """Run Claude Code on the phase; raise ``ApplicationError`` on any failed run."""
         pin = ctx.phase_input
         binary = self._binary()
+        if self.system_prompt is None and self.settings.append_system_prompt_file is None:
+            self.system_prompt = specialist_prompt(pin, ctx.workdir, Settings().specialists_dir)
         session_file = ctx.log_dir / f"{pin.phase.name}-r{pin.round}.claude-session.json"
         resume = previous_session(session_file) if ctx.attempt > 1 else None
         session, result = await self._run(ctx, binary, session_file, resume=resume)
@@ -269,7 +273,7 @@ class ClaudeCodeExecutor:
 
         try:
             result = await run_event_stream(
-                self.argv(binary, pin, resume=resume),
+                self.argv(binary, pin, resume=resume, workdir=ctx.workdir),
                 cwd=ctx.workdir,
                 env=_agent_env(ctx.env_allowlist),
                 log_path=ctx.log_dir / f"{stem}.jsonl",

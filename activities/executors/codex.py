@@ -68,6 +68,7 @@ from activities.executors.agent_common import (
     phase_prompt,
     previous_session,
     record_session,
+    specialist_prompt,
 )
 from activities.executors.agent_errors import (
     AGENT_API_ERROR,
@@ -86,6 +87,7 @@ from activities.executors.stream import (
 )
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.models import AgentUsage, PhaseInput
+from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.executors.codex")
 
@@ -406,7 +408,9 @@ class CodexExecutor:
             setting="IMPLFLOW_CODEX_BIN",
         )
 
-    def argv(self, binary: str, pin: PhaseInput, *, resume: str | None) -> list[str]:
+    def argv(
+        self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
+    ) -> list[str]:
         """The command line; the prompt is the last element, after ``--``."""
         argv = [binary, "exec"]
         if resume:
@@ -416,7 +420,7 @@ class CodexExecutor:
         if resume:
             argv.append(resume)
         # "--" ends the options: task text starting with "-" is still only the prompt.
-        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin)]
+        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin, workdir)]
         return argv
 
     def config_toml(self) -> str:
@@ -484,6 +488,8 @@ class CodexExecutor:
         """Run Codex on the phase; raise ``ApplicationError`` on any failed run."""
         pin = ctx.phase_input
         binary = self._binary()
+        if self.system_prompt is None:
+            self.system_prompt = specialist_prompt(pin, ctx.workdir, Settings().specialists_dir)
         max_usd = pin.budget.max_usd_per_phase or self.settings.max_usd_per_phase
         price = self.settings.price(self.settings.model)
         if max_usd is not None and price is None:
@@ -533,7 +539,7 @@ class CodexExecutor:
 
         try:
             result = await run_event_stream(
-                self.argv(binary, pin, resume=resume),
+                self.argv(binary, pin, resume=resume, workdir=ctx.workdir),
                 cwd=ctx.workdir,
                 env=self._env(ctx.env_allowlist, home),
                 log_path=ctx.log_dir / f"{stem}.jsonl",

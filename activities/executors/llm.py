@@ -39,15 +39,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
 from activities import confine
+from activities.executors.agent_common import phase_prompt, specialist_prompt
 from activities.executors.agent_errors import (
     AGENT_API_ERROR,
     AGENT_FAILED,
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.claude_code import phase_prompt
 from activities.executors.process import run_process, scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE
+from implflow.settings import Settings as ImplflowSettings
 
 try:
     from pydantic_ai import (
@@ -374,8 +375,10 @@ class LlmExecutor:
         progress = _Progress()
         toolbox = _Toolbox(ctx, self.settings, progress)
         instructions = INSTRUCTIONS
-        if self.system_prompt:
-            instructions += "\n\n" + self.system_prompt
+        specialist = self.system_prompt or specialist_prompt(
+            pin, ctx.workdir, ImplflowSettings().specialists_dir
+        )
+        instructions += "\n\n" + specialist
         agent: Agent[None, str] = Agent(
             model,
             instructions=instructions,
@@ -397,7 +400,9 @@ class LlmExecutor:
         with capture_run_messages() as messages:
             try:
                 async with agent.iter(
-                    phase_prompt(pin), usage_limits=limits, model_settings=model_settings
+                    phase_prompt(pin, ctx.workdir),
+                    usage_limits=limits,
+                    model_settings=model_settings,
                 ) as run:
                     async for node in run:
                         progress.take_usage(run.usage)

@@ -1,0 +1,298 @@
+"""Gate configuration: which checks each phase runs, from ``.implflow/gates.toml`` or a preset.
+
+A repository may carry ``.implflow/gates.toml``. Without one, the project kind is detected
+(``pyproject.toml`` / ``setup.py`` / ``setup.cfg`` → python, ``package.json`` → node) and
+that kind's preset (``activities/gates/presets.py``) applies. With one, every phase the file
+names replaces the preset's checks for that phase; the other phases keep the preset's.
+
+Schema (every key optional; unknown keys are refused)::
+
+    kind = "python"                  # python | node | none: force a preset (none: no preset)
+
+    [service]                        # how the load probe (optimize, verify) starts the service
+    command = ["{python}", "-m", "todo_service", "--port", "{port}"]   # argv, never a shell
+    env = { PORT = "{port}" }
+    health_path = "/health"          # GET until 2xx/3xx before the load starts
+    paths = ["/todos"]               # load spread over these, round robin
+    duration_s = 10                  # measured load; plus warmup_s (2) before it
+    warmup_s = 2
+    connections = 32
+    health_timeout_s = 30
+
+    [[phases.test.checks]]           # a list of checks per phase, run in order
+    name = "pytest"                  # letters, digits, . _ -: also the log file's name
+    argv = ["{python}", "-m", "pytest", "--junitxml={report}"]   # optional for some formats
+    report = "{report_dir}/junit.xml"   # relative to the repository
+    format = "junit"                 # see FORMATS below
+    timeout_s = 600                  # per check, bounded (≤ 3600)
+    env = { KEY = "value" }          # added to the scrubbed environment
+    ok_exit_codes = [0]              # exit-code format: which codes pass
+    paths = []                       # docstrings: source dirs; changed: one must change
+    against = "thresholds"           # loadprobe: "thresholds" (targets) or "baseline"
+    install = "pip install pytest"   # shown when the tool is missing
+    requires = ["pytest"]            # Python modules the worker's interpreter must have
+    thresholds = { max_failures = 0 }   # per-check overrides, see CheckLimits
+
+Placeholders in ``argv``, ``env``, ``report`` and ``paths``: ``{python}`` (the worker's
+interpreter), ``{workdir}``, ``{report_dir}``, ``{report}`` (the check's report path),
+``{tmp}`` (a scratch directory removed after the gate), ``{cache_dir}`` (a tool cache
+outside the repository, kept between gates), and in ``[service]`` ``{port}``.
+
+Thresholds: a run's explicitly set ``Thresholds`` win over a check's ``thresholds``, which
+win over the defaults (the backend specialist's card).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "CONFIG_FILE",
+    "FORMATS",
+    "GATE_CONFIG_INVALID",
+    "CheckConfig",
+    "CheckLimits",
+    "GateConfig",
+    "GateConfigError",
+    "GateFile",
+    "PhaseChecks",
+    "ServiceConfig",
+    "load_gate_config",
+]
+
+CONFIG_FILE = ".implflow/gates.toml"
+"""Where a repository keeps its gate configuration, relative to its root."""
+
+GATE_CONFIG_INVALID = "GateConfigInvalid"
+"""ApplicationError type for a bad gates.toml: fixing it needs a person, never a retry."""
+
+MAX_CONFIG_BYTES = 256 * 1024
+
+CheckFormat = Literal[
+    "junit",  # JUnit XML from the tool: no failures or errors, enough tests
+    "cobertura",  # Cobertura XML: line coverage >= coverage_min_pct
+    "sarif",  # SARIF 2.1.0: at most max_high high findings (and max_findings in all)
+    "openapi",  # an OpenAPI 3.x document in the repo, valid per openapi-spec-validator
+    "loadprobe",  # start [service], load it with wrk, hold figures to targets or a baseline
+    "exists",  # the report path exists and is not empty
+    "exit-code",  # argv exits with one of ok_exit_codes
+    "review",  # a review markdown file with no unanswered [blocking] open question
+    "docstrings",  # docstring coverage of the Python files under paths >= docstring_min_pct
+    "changed",  # at least one of paths changed against base_ref
+]
+FORMATS: tuple[str, ...] = CheckFormat.__args__  # type: ignore[attr-defined]
+
+_NEEDS_REPORT = {"junit", "cobertura", "sarif", "openapi", "exists", "review"}
+_NEEDS_ARGV = {"exit-code"}
+_NEEDS_PATHS = {"docstrings", "changed"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
+_PHASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+class GateConfigError(ValueError):
+    """The gate configuration is invalid. ``str()`` is one line naming the file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CheckLimits(_Strict):
+    """Per-check threshold overrides; ``None`` means the run's (or the default) value."""
+
+    coverage_min_pct: float | None = Field(default=None, ge=0, le=100)
+    p95_ms_max: float | None = Field(default=None, gt=0)
+    rps_min: float | None = Field(default=None, ge=0)
+    rss_mb_max: float | None = Field(default=None, gt=0)
+    cpu_pct_max: float | None = Field(default=None, gt=0, le=100)
+    error_rate_max: float | None = Field(default=None, ge=0, le=1)
+    max_high: int | None = Field(default=None, ge=0)
+    """SARIF: most high-severity findings allowed (default 0 when max_findings is unset)."""
+    max_findings: int | None = Field(default=None, ge=0)
+    """SARIF: most findings of any severity allowed (default: no limit)."""
+    max_failures: int | None = Field(default=None, ge=0)
+    """JUnit: most failed or errored tests allowed (default 0)."""
+    min_tests: int | None = Field(default=None, ge=0)
+    """JUnit: fewest tests that must run (default 1)."""
+    docstring_min_pct: float | None = Field(default=None, ge=0, le=100)
+    """Docstrings: least share of documented modules, classes and functions (default 80)."""
+    regression_pct: float | None = Field(default=None, ge=0, le=1000)
+    """Load probe against a baseline: allowed p95 rise / throughput drop in % (default 20)."""
+
+
+class CheckConfig(_Strict):
+    """One check: an optional argv command plus how its result is judged."""
+
+    name: str
+    format: CheckFormat
+    argv: list[str] | None = Field(default=None, min_length=1, max_length=256)
+    report: str | None = Field(default=None, min_length=1, max_length=1024)
+    timeout_s: float = Field(default=600.0, gt=0, le=3600)
+    env: dict[str, str] = Field(default_factory=dict)
+    ok_exit_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    paths: list[str] = Field(default_factory=list, max_length=64)
+    against: Literal["thresholds", "baseline"] = "thresholds"
+    install: str | None = Field(default=None, max_length=300)
+    requires: list[str] = Field(default_factory=list, max_length=16)
+    thresholds: CheckLimits = Field(default_factory=CheckLimits)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"{value!r}: use 1-60 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0].strip():
+            raise ValueError("argv[0] must name a program")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_format(self) -> CheckConfig:
+        if self.format in _NEEDS_REPORT and self.report is None:
+            raise ValueError(f"format {self.format!r} needs 'report'")
+        if self.format in _NEEDS_ARGV and self.argv is None:
+            raise ValueError(f"format {self.format!r} needs 'argv'")
+        if self.format in _NEEDS_PATHS and not self.paths:
+            raise ValueError(f"format {self.format!r} needs 'paths'")
+        return self
+
+
+class PhaseChecks(_Strict):
+    """The checks of one phase, run in order."""
+
+    checks: list[CheckConfig] = Field(default_factory=list, max_length=32)
+
+    @field_validator("checks")
+    @classmethod
+    def _unique(cls, value: list[CheckConfig]) -> list[CheckConfig]:
+        seen: set[str] = set()
+        for check in value:
+            if check.name in seen:
+                raise ValueError(f"check name {check.name!r} is used twice")
+            seen.add(check.name)
+        return value
+
+
+class ServiceConfig(_Strict):
+    """How the load probe starts the service and drives it (see ``LoadProbeSpec``)."""
+
+    command: list[str] | None = Field(default=None, min_length=1, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    health_path: str = "/health"
+    paths: list[str] | None = Field(default=None, min_length=1, max_length=32)
+    """Default: the health path."""
+    duration_s: int = Field(default=10, ge=1, le=120)
+    warmup_s: int = Field(default=2, ge=0, le=30)
+    connections: int = Field(default=32, ge=1, le=1024)
+    health_timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    def merged_over(self, base: ServiceConfig | None) -> ServiceConfig:
+        """This section's explicitly set keys over ``base`` (a preset's guess)."""
+        if base is None:
+            return self
+        data = base.model_dump()
+        data.update(self.model_dump(include=self.model_fields_set))
+        return ServiceConfig.model_validate(data)
+
+
+class GateFile(_Strict):
+    """The document ``.implflow/gates.toml`` holds."""
+
+    kind: Literal["python", "node", "none"] | None = None
+    service: ServiceConfig | None = None
+    phases: dict[str, PhaseChecks] = Field(default_factory=dict)
+
+    @field_validator("phases")
+    @classmethod
+    def _phase_names(cls, value: dict[str, PhaseChecks]) -> dict[str, PhaseChecks]:
+        for name in value:
+            if not _PHASE.match(name):
+                raise ValueError(f"phase name {name!r}: use letters, digits, '_' or '-'")
+        return value
+
+
+class GateConfig(BaseModel):
+    """The configuration in force for one repository: file over preset."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    """``.implflow/gates.toml``, ``preset:python``, ``preset:node`` or ``none``."""
+    kind: Literal["python", "node", "none"]
+    service: ServiceConfig | None = None
+    phases: dict[str, list[CheckConfig]] = Field(default_factory=dict)
+
+    def checks_for(self, phase: str) -> list[CheckConfig]:
+        """The phase's checks; an unknown phase has none (its gate passes empty)."""
+        return list(self.phases.get(phase, []))
+
+
+def load_gate_config(workdir: Path) -> GateConfig:
+    """The gate configuration in force in ``workdir``: ``.implflow/gates.toml`` over a preset.
+
+    Raises :class:`GateConfigError` (one line naming the key) for an unreadable file,
+    invalid TOML, or a value the schema refuses.
+    """
+    # presets builds CheckConfig/ServiceConfig objects, so it imports this module.
+    from activities.gates.presets import detect_kind, preset_for
+
+    file = _read_file(workdir)
+    kind = (file.kind if file and file.kind else None) or detect_kind(workdir)
+    preset = preset_for(kind, workdir)
+    phases = dict(preset.phases)
+    service = preset.service
+    source = f"preset:{kind}" if kind != "none" else "none"
+    if file is not None:
+        source = CONFIG_FILE if kind == "none" else f"{CONFIG_FILE} over preset:{kind}"
+        phases.update({name: list(spec.checks) for name, spec in file.phases.items()})
+        if file.service is not None:
+            service = file.service.merged_over(service)
+    return GateConfig(source=source, kind=kind, service=service, phases=phases)
+
+
+def parse_gate_file(text: str, source: str = CONFIG_FILE) -> GateFile:
+    """Parse and validate the TOML text of a gates file."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GateConfigError(f"{source}: invalid TOML: {exc}") from None
+    try:
+        return GateFile.model_validate(data)
+    except ValidationError as exc:
+        raise GateConfigError(f"{source}: {_first_error(exc)}") from None
+
+
+def _read_file(workdir: Path) -> GateFile | None:
+    path = workdir / CONFIG_FILE
+    if not path.exists():
+        return None
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise GateConfigError(f"{CONFIG_FILE}: larger than {MAX_CONFIG_BYTES} bytes")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GateConfigError(f"{CONFIG_FILE}: cannot read: {exc}") from None
+    return parse_gate_file(text)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """``phases.test.checks[0].format: Input should be 'junit', ...`` — one line."""
+    error = exc.errors()[0]
+    where = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where += f".{part}" if where else str(part)
+    message = " ".join(str(error["msg"]).split()).removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where or '<top level>'}: {message}{more}"

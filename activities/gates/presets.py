@@ -1,0 +1,381 @@
+"""Gate presets: the default checks of each phase for a Python or a Node project.
+
+Python tools run as ``<worker's python> -m <tool>``, so the worker's own environment
+provides them (ruff, mypy, bandit[sarif], pytest, coverage); the target's code is run
+from its checkout (the repository root, and ``src/`` for a src layout, on ``sys.path``).
+Node tools run from the project's own ``node_modules/.bin`` (``npm ci`` first).
+
+Which phase checks what:
+
+======== ================================================================================
+review   ``.implflow/review.md`` exists and has no unanswered ``[blocking]`` open question
+design   ``.implflow/design.md`` exists; the OpenAPI contract (``openapi.yaml``) is valid
+implement the code compiles and imports (python) / builds (node); the tests pass
+validate lint (no findings), types (no errors), security scan (no high findings)
+optimize load probe: no regression against the baseline passed in (p95, req/s ±20 %)
+test     every test passes (at least one ran), line coverage ≥ the threshold (80 %)
+document README changed against ``base_ref``; docstring coverage ≥ 80 % (python)
+verify   load probe meets p95 / req/s / RSS / CPU / error-rate targets; security scan clean
+======== ================================================================================
+
+The review file's format: a heading ``## Open questions`` followed by list items; an
+item starting with ``[blocking]`` is answered once it (or an indented line or sub-item
+under it) holds ``Answer:`` followed by text.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from activities.gates.config import CheckConfig, CheckLimits, ServiceConfig
+
+__all__ = ["OPENAPI_CANDIDATES", "Preset", "detect_kind", "preset_for"]
+
+Kind = Literal["python", "node", "none"]
+
+OPENAPI_CANDIDATES = (
+    "openapi.yaml",
+    "openapi.yml",
+    "openapi.json",
+    "docs/openapi.yaml",
+    "api/openapi.yaml",
+)
+"""Where the design gate looks for the contract; the first that exists is checked."""
+
+README_NAMES = ["README.md", "README.rst", "README.txt", "README"]
+_NOT_PACKAGES = {"tests", "test", "docs", "doc", "examples", "scripts", "build", "dist"}
+_SKIP_DIRS = r"(^|/)(\.git|\.venv|venv|node_modules|\.implflow|build|dist)(/|$)"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A preset: checks per phase and, when it can be guessed, how to start the service."""
+
+    phases: dict[str, list[CheckConfig]] = field(default_factory=dict)
+    service: ServiceConfig | None = None
+
+
+def detect_kind(workdir: Path) -> Kind:
+    """python (pyproject.toml, setup.py, setup.cfg), node (package.json), else none."""
+    if any((workdir / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
+        return "python"
+    if (workdir / "package.json").is_file():
+        return "node"
+    return "none"
+
+
+def preset_for(kind: Kind, workdir: Path) -> Preset:
+    """The preset of ``kind`` for the project in ``workdir`` (``none``: no checks)."""
+    if kind == "python":
+        return python_preset(workdir)
+    if kind == "node":
+        return node_preset(workdir)
+    return Preset()
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _review_and_design(workdir: Path) -> dict[str, list[CheckConfig]]:
+    contract = next((c for c in OPENAPI_CANDIDATES if (workdir / c).is_file()), "openapi.yaml")
+    return {
+        "review": [CheckConfig(name="review", format="review", report=".implflow/review.md")],
+        "design": [
+            CheckConfig(name="design-doc", format="exists", report=".implflow/design.md"),
+            CheckConfig(name="contract", format="openapi", report=contract),
+        ],
+    }
+
+
+def _readme(workdir: Path) -> CheckConfig:
+    present = [name for name in README_NAMES if (workdir / name).exists()]
+    return CheckConfig(name="readme", format="changed", paths=present or ["README.md"])
+
+
+def _probes() -> dict[str, CheckConfig]:
+    return {
+        "optimize": CheckConfig(name="load", format="loadprobe", against="baseline", timeout_s=300),
+        "verify": CheckConfig(name="load", format="loadprobe", against="thresholds", timeout_s=300),
+    }
+
+
+# --------------------------------------------------------------------------- python
+
+
+def python_packages(workdir: Path) -> tuple[list[str], bool]:
+    """Top-level import packages (root or ``src/``) and whether it is a src layout."""
+    for base, src in ((workdir / "src", True), (workdir, False)):
+        if not base.is_dir():
+            continue
+        found = sorted(
+            d.name
+            for d in base.iterdir()
+            if d.is_dir()
+            and d.name.isidentifier()
+            and d.name not in _NOT_PACKAGES
+            and (d / "__init__.py").is_file()
+        )
+        if found:
+            return found, src
+    return [], False
+
+
+def python_preset(workdir: Path) -> Preset:
+    """ruff (SARIF), mypy (JUnit), bandit (SARIF), pytest (JUnit) + coverage (Cobertura)."""
+    py = sys.executable
+    packages, src_layout = python_packages(workdir)
+    targets = [f"src/{p}" if src_layout else p for p in packages] or ["."]
+    env = {"PYTHONPATH": "src"} if src_layout else {}
+    source = ",".join(targets)
+
+    def tests(name: str, min_tests: int) -> CheckConfig:
+        return CheckConfig(
+            name=name,
+            format="junit",
+            argv=[
+                py,
+                "-m",
+                "coverage",
+                "run",
+                "--data-file={tmp}/.coverage",
+                f"--source={source}",
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--junitxml={report}",
+            ],
+            report="{report_dir}/junit.xml",
+            env=env,
+            requires=["pytest", "coverage"],
+            install="pip install pytest coverage",
+            thresholds=CheckLimits(max_failures=0, min_tests=min_tests),
+        )
+
+    coverage = CheckConfig(
+        name="coverage",
+        format="cobertura",
+        argv=[py, "-m", "coverage", "xml", "-q", "--data-file={tmp}/.coverage", "-o", "{report}"],
+        report="{report_dir}/coverage.xml",
+        timeout_s=120,
+        requires=["coverage"],
+        install="pip install coverage",
+    )
+    ruff = CheckConfig(
+        name="ruff",
+        format="sarif",
+        argv=[
+            py,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--output-format=sarif",
+            "--output-file={report}",
+            ".",
+        ],
+        report="{report_dir}/ruff.sarif",
+        timeout_s=300,
+        requires=["ruff"],
+        install="pip install ruff",
+        thresholds=CheckLimits(max_findings=0),
+    )
+    mypy = CheckConfig(
+        name="mypy",
+        format="junit",
+        argv=[py, "-m", "mypy", "--junit-xml={report}", "--cache-dir={cache_dir}/mypy", *targets],
+        report="{report_dir}/mypy.xml",
+        env=env,
+        requires=["mypy"],
+        install="pip install mypy",
+        thresholds=CheckLimits(max_failures=0, min_tests=0),
+    )
+    bandit = CheckConfig(
+        name="bandit",
+        format="sarif",
+        argv=[
+            py,
+            "-m",
+            "bandit",
+            "-q",
+            "-r",
+            "-f",
+            "sarif",
+            "-o",
+            "{report}",
+            "-x",
+            "./tests,./test,./.venv,./venv,./node_modules,./.implflow",
+            *targets,
+        ],
+        report="{report_dir}/bandit.sarif",
+        timeout_s=300,
+        requires=["bandit", "sarif_om"],
+        install="pip install 'bandit[sarif]'",
+        thresholds=CheckLimits(max_high=0),
+    )
+    implement = [
+        CheckConfig(
+            name="compile",
+            format="exit-code",
+            argv=[py, "-m", "compileall", "-q", "-x", _SKIP_DIRS, "."],
+            timeout_s=300,
+        )
+    ]
+    if packages:
+        implement.append(
+            CheckConfig(
+                name="import",
+                format="exit-code",
+                argv=[py, "-c", "import " + ", ".join(packages)],
+                env=env,
+                timeout_s=120,
+            )
+        )
+    implement.append(tests("tests", min_tests=0))
+    probes = _probes()
+    phases = {
+        **_review_and_design(workdir),
+        "implement": implement,
+        "validate": [ruff, mypy, bandit],
+        "optimize": [probes["optimize"]],
+        "test": [tests("tests", min_tests=1), coverage],
+        "document": [
+            _readme(workdir),
+            CheckConfig(name="docstrings", format="docstrings", paths=targets),
+        ],
+        "verify": [probes["verify"], bandit],
+    }
+    return Preset(phases=phases, service=_python_service(workdir, packages, env))
+
+
+def _python_service(
+    workdir: Path, packages: list[str], env: dict[str, str]
+) -> ServiceConfig | None:
+    """``python -m <pkg> --port {port}`` (and ``PORT={port}``) when a package has ``__main__``."""
+    root = workdir / "src" if env else workdir
+    runnable = [p for p in packages if (root / p / "__main__.py").is_file()]
+    if len(runnable) != 1:
+        return None  # nothing (or too much) to guess from: [service] command is needed
+    return ServiceConfig(
+        command=[sys.executable, "-m", runnable[0], "--port", "{port}"],
+        env={"PORT": "{port}", **env},
+    )
+
+
+# --------------------------------------------------------------------------- node
+
+
+def _package_json(workdir: Path) -> dict[str, object]:
+    try:
+        data = json.loads((workdir / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def node_preset(workdir: Path) -> Preset:
+    """eslint (SARIF), tsc --noEmit (exit code), vitest or jest (JUnit + Cobertura)."""
+    package = _package_json(workdir)
+    deps: set[str] = set()
+    for key in ("dependencies", "devDependencies"):
+        section = package.get(key)
+        if isinstance(section, dict):
+            deps.update(str(name) for name in section)
+    scripts = package.get("scripts")
+    scripts = scripts if isinstance(scripts, dict) else {}
+
+    def bin_(tool: str) -> str:
+        return f"node_modules/.bin/{tool}"
+
+    eslint = CheckConfig(
+        name="eslint",
+        format="sarif",
+        argv=[
+            bin_("eslint"),
+            "--format",
+            "@microsoft/eslint-formatter-sarif",
+            "--output-file",
+            "{report}",
+            ".",
+        ],
+        report="{report_dir}/eslint.sarif",
+        timeout_s=300,
+        install="npm install --save-dev eslint @microsoft/eslint-formatter-sarif",
+        thresholds=CheckLimits(max_high=0),
+    )
+    tsc = CheckConfig(
+        name="tsc",
+        format="exit-code",
+        argv=[bin_("tsc"), "--noEmit"],
+        timeout_s=300,
+        install="npm install --save-dev typescript",
+    )
+    typed = (workdir / "tsconfig.json").is_file()
+
+    if "vitest" in deps:
+        runner = CheckConfig(
+            name="tests",
+            format="junit",
+            argv=[
+                bin_("vitest"),
+                "run",
+                "--reporter=junit",
+                "--outputFile={report}",
+                "--coverage",
+                "--coverage.reporter=cobertura",
+                "--coverage.reportsDirectory={report_dir}/coverage",
+            ],
+            report="{report_dir}/junit.xml",
+            install="npm install --save-dev vitest @vitest/coverage-v8",
+            thresholds=CheckLimits(max_failures=0, min_tests=1),
+        )
+    else:
+        runner = CheckConfig(
+            name="tests",
+            format="junit",
+            argv=[
+                bin_("jest"),
+                "--ci",
+                "--coverage",
+                "--coverageReporters=cobertura",
+                "--coverageDirectory={report_dir}/coverage",
+                "--reporters=default",
+                "--reporters=jest-junit",
+            ],
+            env={"JEST_JUNIT_OUTPUT_FILE": "{report}"},
+            report="{report_dir}/junit.xml",
+            install="npm install --save-dev jest jest-junit",
+            thresholds=CheckLimits(max_failures=0, min_tests=1),
+        )
+    coverage = CheckConfig(
+        name="coverage",
+        format="cobertura",
+        report="{report_dir}/coverage/cobertura-coverage.xml",
+    )
+    implement: list[CheckConfig] = []
+    if "build" in scripts:
+        implement.append(
+            CheckConfig(name="build", format="exit-code", argv=["npm", "run", "build"])
+        )
+    if typed:
+        implement.append(tsc)
+    implement.append(runner.model_copy(update={"thresholds": CheckLimits(max_failures=0)}))
+    probes = _probes()
+    phases = {
+        **_review_and_design(workdir),
+        "implement": implement,
+        "validate": [eslint, *([tsc] if typed else [])],
+        "optimize": [probes["optimize"]],
+        "test": [runner, coverage],
+        "document": [_readme(workdir)],
+        "verify": [probes["verify"], eslint],
+    }
+    service = None
+    if "start" in scripts:
+        service = ServiceConfig(command=["npm", "start"], env={"PORT": "{port}"})
+    return Preset(phases=phases, service=service)
