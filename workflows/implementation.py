@@ -239,7 +239,7 @@ class ImplementationWorkflow:
             summary=f"gate {spec.name} · round {result.round}",
         )
         for check in gate.checks:  # the first load figures measured become the baseline
-            for key in ("p95_ms", "rps"):
+            for key in ("p95_ms", "requests_per_s"):
                 value = check.figures.get(key)
                 if isinstance(value, (int, float)) and key not in self._baseline:
                     self._baseline[key] = float(value)

@@ -28,7 +28,7 @@ Schema (every key optional; unknown keys are refused)::
     env = { KEY = "value" }          # added to the scrubbed environment
     ok_exit_codes = [0]              # exit-code format: which codes pass
     paths = []                       # docstrings: source dirs; changed: one must change
-    against = "thresholds"           # loadprobe: "thresholds" (targets) or "baseline"
+    against = "thresholds"           # loadprobe: "thresholds" (targets), "baseline", or "measure"
     install = "pip install pytest"   # shown when the tool is missing
     requires = ["pytest"]            # Python modules the worker's interpreter must have
     thresholds = { max_failures = 0 }   # per-check overrides, see CheckLimits
@@ -136,7 +136,7 @@ class CheckConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     ok_exit_codes: list[int] = Field(default_factory=lambda: [0], min_length=1)
     paths: list[str] = Field(default_factory=list, max_length=64)
-    against: Literal["thresholds", "baseline"] = "thresholds"
+    against: Literal["thresholds", "baseline", "measure"] = "thresholds"
     install: str | None = Field(default=None, max_length=300)
     requires: list[str] = Field(default_factory=list, max_length=16)
     thresholds: CheckLimits = Field(default_factory=CheckLimits)

@@ -98,6 +98,8 @@ def _readme(workdir: Path) -> CheckConfig:
 
 def _probes() -> dict[str, CheckConfig]:
     return {
+        # The implement round measures the service so optimize has a baseline to beat.
+        "implement": CheckConfig(name="load", format="loadprobe", against="measure", timeout_s=300),
         "optimize": CheckConfig(name="load", format="loadprobe", against="baseline", timeout_s=300),
         "verify": CheckConfig(name="load", format="loadprobe", against="thresholds", timeout_s=300),
     }
@@ -240,7 +242,7 @@ def python_preset(workdir: Path) -> Preset:
     probes = _probes()
     phases = {
         **_review_and_design(workdir),
-        "implement": implement,
+        "implement": [*implement, probes["implement"]],
         "validate": [ruff, mypy, bandit],
         "optimize": [probes["optimize"]],
         "test": [tests("tests", min_tests=1), coverage],
@@ -368,7 +370,7 @@ def node_preset(workdir: Path) -> Preset:
     probes = _probes()
     phases = {
         **_review_and_design(workdir),
-        "implement": implement,
+        "implement": [*implement, probes["implement"]],
         "validate": [eslint, *([tsc] if typed else [])],
         "optimize": [probes["optimize"]],
         "test": [runner, coverage],

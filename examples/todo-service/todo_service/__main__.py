@@ -1,0 +1,3 @@
+from todo_service.app import main
+
+main()
