@@ -292,4 +292,10 @@ def _gate_result(record: dict[str, Any]) -> GateResult:
         failure_summary=str(record.get("failure_summary", ""))[:4000],
         report_dir=record.get("report_dir"),
         commit=record.get("commit"),
+        questions=[
+            str(q)[:500]
+            for c in record.get("checks", [])
+            if c.get("name") == "review" and not c.get("passed")
+            for q in (c.get("details") or [])
+        ][:20],
     )

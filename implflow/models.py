@@ -278,7 +278,7 @@ class Decision(_Record):
     decision: Literal["approve", "reject", "waive", "abort", "expired"]
     approver: str
     at: datetime
-    kind: Literal["approval", "gate", "budget"] = "approval"
+    kind: Literal["approval", "gate", "budget", "question"] = "approval"
     comment: str = ""
     feedback: str = ""
     rewind_to: str | None = None
@@ -386,6 +386,8 @@ class GateResult(_Record):
     failure_summary: str = Field(default="", max_length=4000)
     report_dir: str | None = None
     commit: str | None = None
+    questions: list[str] = Field(default_factory=list)
+    """Unanswered blocking questions of the review: only a person can answer them."""
 
     def evidence(self) -> str:
         """One line per check: what was measured against what, and where the reports are."""
@@ -438,7 +440,7 @@ class Ledger(_Record):
 
 class PendingApproval(_Record):
     phase: str
-    kind: Literal["approval", "gate", "budget"] = "approval"
+    kind: Literal["approval", "gate", "budget", "question"] = "approval"
     evidence: str = ""
     since: datetime
     commit: str | None = None

@@ -255,3 +255,52 @@ async def test_budget_stop_abort_fails_the_task(
             await h.result()
     cause = info.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "Aborted"
+
+
+async def test_blocking_review_questions_wait_for_answers_that_reach_later_phases(
+    ts_env: WorkflowEnvironment, repo: Path, tmp_path: Path
+) -> None:
+    acts = ImplActivities(Settings(data_dir=tmp_path / "data"))
+
+    @activity.defn(name="run_gate")
+    async def review_asks(inp: GateInput) -> GateResult:
+        if inp.phase != "review":
+            return verdict(inp, True)
+        return GateResult(
+            phase="review",
+            round=inp.round,
+            passed=False,
+            questions=["[blocking] Is a due date in the past allowed on create?"],
+            failure_summary="1 unanswered blocking question",
+        )
+
+    tq = f"tq-{uuid.uuid4().hex}"
+    async with Worker(
+        ts_env.client,
+        task_queue=tq,
+        workflows=WORKFLOWS,
+        activities=[acts.prepare_task, acts.run_phase, review_asks, acts.send_reminder],
+    ):
+        h = await start(ts_env, tq, task(repo, gates="on", approval={"after": []}))
+        st = await wait_for(h, TaskState.AWAITING_APPROVAL, "review")
+        assert st.pending_approval is not None and st.pending_approval.kind == "question"
+        assert "due date in the past" in st.pending_approval.evidence
+        assert st.phases[0].repairs == 0  # an agent cannot answer for the people: no repair
+        from temporalio.client import WorkflowUpdateFailedError
+
+        with pytest.raises(WorkflowUpdateFailedError):  # approving needs the answers
+            await h.execute_update(
+                "decide", DecideInput(phase="review", decision="approve", approver="lead")
+            )
+        await h.execute_update(
+            "decide",
+            DecideInput(
+                phase="review",
+                decision="approve",
+                approver="lead",
+                comment="No: reject past due dates with 400.",
+            ),
+        )
+        result = await h.result()
+    assert result.state == TaskState.COMPLETED
+    assert "reject past due dates with 400" in branch_file(repo, h.id, ".implflow/design.md")

@@ -27,6 +27,8 @@ def decision_problem(
         return f"approver {msg.approver!r} is not on the approvers allowlist"
     if msg.decision == "waive" and pending.kind != "gate":
         return f"only a failed quality gate can be waived; {pending.phase} awaits {pending.kind}"
+    if pending.kind == "question" and msg.decision in ("approve", "waive") and not msg.comment:
+        return "answer the open questions in comment (they go to the next phases as feedback)"
     if msg.budget_usd is not None and pending.kind != "budget":
         return "budget_usd only answers a budget stop"
     names = phase_names

@@ -174,6 +174,16 @@ class ImplementationWorkflow:
             gate = await self._run_gate(spec, result)
             if gate.passed:
                 return result
+            if gate.questions:  # only a person can answer the review's blocking questions
+                decision = await self._await_approval(
+                    spec.name, gate.commit, kind="question", evidence="\n".join(gate.questions)
+                )
+                if decision.decision == "reject":
+                    return decision
+                feedback.append(
+                    f"Answers to the open questions ({decision.approver}): {decision.comment}"
+                )
+                return result
             if repairs < self._task.max_repair_rounds:
                 repairs += 1
                 self._progress.get(spec.name).repairs = repairs
@@ -299,7 +309,7 @@ class ImplementationWorkflow:
         self,
         phase: str,
         commit: str | None,
-        kind: Literal["approval", "gate", "budget"] = "approval",
+        kind: Literal["approval", "gate", "budget", "question"] = "approval",
         evidence: str = "",
     ) -> Decision:
         policy = self._task.approval

@@ -110,6 +110,7 @@ class Progress:
                 "approval": "approval",
                 "gate": "a failed gate (waive, reject or abort)",
                 "budget": "a budget stop (approve more budget or abort)",
+                "question": "answers to the review's blocking questions (approve with a comment)",
             }[pending.kind]
             lines += [
                 "",
