@@ -160,19 +160,32 @@ def render_status(status: TaskStatus) -> None:
         f"  executor: {status.executor or '-'}"
         + ("  [yellow]paused[/yellow]" if status.paused else "")
     )
-    table = Table("phase", "status", "rounds", "attempts", "duration", "outcome")
+    table = Table("phase", "status", "rounds", "attempts", "duration", "gate", "outcome")
     for p in status.phases:
+        gate = ""
+        if p.gate is not None:
+            gate = "passed" if p.gate.passed else "failed"
+            gate += f" ({p.repairs} repair)" if p.repairs == 1 else ""
+            gate += f" ({p.repairs} repairs)" if p.repairs > 1 else ""
         table.add_row(
             p.name,
             p.status.value,
             str(p.rounds),
             str(p.attempts),
             f"{p.duration_s:.1f}s" if p.duration_s else "",
+            gate,
             p.outcome[:60],
         )
     out.print(table)
+    if status.ledger.cost_usd or status.ledger.tokens:
+        led = status.ledger
+        out.print(f"spent: ${led.cost_usd:.2f}, {led.tokens} tokens, {led.turns} turns")
+    if status.branch:
+        out.print(f"branch: {status.branch}")
     if status.pending_approval:
         pa = status.pending_approval
+        if pa.evidence:
+            out.print(pa.evidence, markup=False, highlight=False)
         out.print(
             f"[yellow]awaiting approval of {pa.phase}[/yellow] since "
             f"{pa.since.isoformat(timespec='seconds')}"
@@ -284,7 +297,12 @@ def approve(
     workflow_id: IdArg,
     phase: Annotated[str, typer.Option(help="The phase waiting for approval.")],
     approver: Approver = "",
-    comment: Annotated[str, typer.Option(help="Optional comment.")] = "",
+    comment: Annotated[
+        str, typer.Option(help="Comment; the answers when the review asked questions.")
+    ] = "",
+    budget_usd: Annotated[
+        float | None, typer.Option(help="At a budget stop: the extra dollars granted.")
+    ] = None,
     signal: Annotated[
         bool,
         typer.Option(
@@ -293,7 +311,7 @@ def approve(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve the pending gate (validated: a refusal is reported, exit 1)."""
+    """Approve what is pending: an approval point, review answers, or more budget."""
     who = approver or getpass.getuser()
 
     async def go(flow: ImplflowClient) -> None:
@@ -301,7 +319,9 @@ def approve(
             await flow.approve(workflow_id, phase, who, comment)
             _emit_json({"sent": "approve"}) if as_json else out.print("approve signal sent")
             return
-        d = await flow.decide(workflow_id, phase, "approve", who, comment=comment)
+        d = await flow.decide(
+            workflow_id, phase, "approve", who, comment=comment, budget_usd=budget_usd
+        )
         _emit_json(d.model_dump(mode="json")) if as_json else out.print(
             f"approved {phase} as {who} (commit {d.commit or '-'})"
         )
@@ -338,6 +358,37 @@ def reject(
         )
 
     _run(go)
+
+
+@app.command()
+def waive(
+    workflow_id: IdArg,
+    phase: Annotated[str, typer.Option(help="The phase whose gate failed.")],
+    reason: Annotated[str, typer.Option(help="Why the failed gate is acceptable (recorded).")],
+    approver: Approver = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Waive a failed quality gate after its repair rounds; the reason is recorded."""
+    who = approver or getpass.getuser()
+
+    async def go(flow: ImplflowClient) -> None:
+        d = await flow.decide(workflow_id, phase, "waive", who, comment=reason)
+        _emit_json(d.model_dump(mode="json")) if as_json else out.print(f"waived {phase} gate")
+
+    _run(go)
+
+
+@app.command()
+def abort(
+    workflow_id: IdArg,
+    phase: Annotated[str, typer.Option(help="The phase waiting for a decision.")],
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    approver: Approver = "",
+) -> None:
+    """Abort the task at its pending decision (failed gate, budget stop, approval)."""
+    who = approver or getpass.getuser()
+    _run(lambda flow: flow.decide(workflow_id, phase, "abort", who, comment=comment))
+    out.print(f"aborted {workflow_id} at {phase}")
 
 
 @app.command("list")

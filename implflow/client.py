@@ -126,13 +126,19 @@ class ImplflowClient:
         self,
         workflow_id: str,
         phase: str,
-        decision: Literal["approve", "reject"],
+        decision: Literal["approve", "reject", "waive", "abort"],
         approver: str,
         comment: str = "",
         feedback: str = "",
         rewind_to: str | None = None,
+        budget_usd: float | None = None,
     ) -> Decision:
-        """Update ``decide``: returns the recorded decision, or raises with the refusal reason."""
+        """Update ``decide``: returns the recorded decision, or raises with the refusal reason.
+
+        ``approve`` passes an approval point, answers review questions (``comment``), or
+        grants more budget (``budget_usd``); ``waive`` passes a failed quality gate
+        (``comment`` is the reason); ``reject`` rewinds with ``feedback``; ``abort`` ends it.
+        """
         msg = parse(
             DecideInput,
             {
@@ -142,6 +148,7 @@ class ImplflowClient:
                 "comment": comment,
                 "feedback": feedback,
                 "rewind_to": rewind_to,
+                "budget_usd": budget_usd,
             },
         )
         try:
