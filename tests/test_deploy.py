@@ -399,7 +399,7 @@ def test_image_runs_worker_py_in_exec_form(dockerfile: list[tuple[str, str]]) ->
 def test_image_installs_git_and_the_package(dockerfile: list[tuple[str, str]]) -> None:
     runs = [args for keyword, args in dockerfile if keyword == "RUN"]
     assert any(re.search(r"apt-get install .*\bgit\b", run) for run in runs)
-    assert any(re.search(r"pip install \.(\s|$)", run) for run in runs)
+    assert any(re.search(r"pip install (\.|'\.\[[a-z,]+\]')(\s|$)", run) for run in runs)
 
 
 def test_copy_sources_exist_and_are_not_ignored(dockerfile: list[tuple[str, str]]) -> None:
