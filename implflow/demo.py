@@ -1,21 +1,27 @@
-"""``implflow demo``: embedded server + worker + one task through all eight phases.
+"""``implflow demo``: embedded server + worker + one real task through all eight phases.
 
-Uses the ``shell`` executor with ``implflow.demo_agent`` as every phase's
-command, on a fresh git repository, so it runs offline with no API key. The
-task stops once, for approval of the design (answered in the terminal, or
-``--auto-approve``), then finishes and prints a summary.
+The target is ``examples/todo-service`` (a small HTTP service with SQLite), copied
+into a fresh git repository. The work of each phase comes from a recorded cassette
+(``examples/cassettes/todo-due-dates``) through the ``replay`` executor, so the demo
+runs offline with no API key; the quality gates are real (ruff, mypy, bandit,
+pytest with coverage, OpenAPI validation, a wrk load probe). The cassette's first
+``test`` round misses the coverage target on purpose: the gate fails, the phase is
+repaired with the failure as feedback, and the second round passes. The task stops
+once, for approval of the design (answered in the terminal, or ``--auto-approve``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import typer
 from rich.console import Console
@@ -23,43 +29,50 @@ from rich.table import Table
 
 from implflow.client import FINAL_STATES, ImplflowClient
 from implflow.connection import connect
+from implflow.errors import ImplflowError
 from implflow.logs import configure_logging
 from implflow.models import ApprovalPolicy, ImplementationInput, TaskState, TaskStatus
 from implflow.server import dev_server, ensure_search_attributes, port_open
 from implflow.settings import Settings
 from implflow.worker import run_worker
 
-DEMO_TITLE = "Create a secure authentication API"
-DEMO_DESCRIPTION = "Create a secure authentication API with login, logout and token refresh."
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DEMO_TITLE = "Add due dates to the todo API"
+DEMO_DESCRIPTION = (
+    "Todos get an optional due_date (ISO 8601 date). GET /todos?overdue=true lists open "
+    "todos whose due date has passed. Validate input and return 400 with a clear message "
+    "on bad data."
+)
+GIT = ["git", "-c", "user.name=implflow demo", "-c", "user.email=demo@implflow.invalid"]
 
 
 def make_demo_repo(parent: Path) -> Path:
-    """A small git repository for the demo task to work on."""
-    repo = parent / "demo-service"
-    repo.mkdir(parents=True)
-    (repo / "README.md").write_text("# demo-service\n\nTarget repository of the implflow demo.\n")
-    git = ["git", "-c", "user.name=implflow demo", "-c", "user.email=demo@implflow.invalid"]
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "README.md"],
-        ["commit", "-q", "-m", "init"],
-    ):
-        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    """``examples/todo-service`` as a fresh git repository (the task's origin)."""
+    source = EXAMPLES / "todo-service"
+    if not source.is_dir():
+        raise ImplflowError(f"{source} not found: run the demo from a source checkout of implflow")
+    repo = parent / "todo-service"
+    shutil.copytree(
+        source,
+        repo,
+        ignore=shutil.ignore_patterns(
+            "__pycache__", ".coverage", ".implflow", "*.sqlite3", ".pytest_cache"
+        ),
+    )
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "baseline"]):
+        subprocess.run([*GIT, *args], cwd=repo, check=True, capture_output=True)
     return repo
 
 
 def demo_input(repo: Path) -> ImplementationInput:
-    agent = [sys.executable, "-m", "implflow.demo_agent"]
     return ImplementationInput(
         title=DEMO_TITLE,
         description=DEMO_DESCRIPTION,
         repo=str(repo),
-        executor="shell",
+        executor="replay",
+        cassette=str(EXAMPLES / "cassettes" / "todo-due-dates"),
+        gates="on",
         approval=ApprovalPolicy(after=["design"]),
-        commands=dict.fromkeys(
-            ("review", "design", "implement", "validate", "optimize", "test", "document", "verify"),
-            agent,
-        ),
     )
 
 
@@ -84,17 +97,20 @@ async def _server(settings: Settings, console: Console) -> AsyncIterator[str]:
 async def _decide(
     flow: ImplflowClient, wid: str, status: TaskStatus, auto: bool, console: Console
 ) -> None:
-    if status.pending_approval is None:
+    pending = status.pending_approval
+    if pending is None:
         return
-    phase = status.pending_approval.phase
-    artifact = Path(".implflow") / f"{phase}.md"
+    phase = pending.phase
     console.print(
-        f"\n[bold yellow]{phase} is waiting for your approval[/bold yellow] "
-        f"(commit {status.pending_approval.commit or '-'}, artifact {artifact})"
+        f"\n[bold yellow]{phase} is waiting for you[/bold yellow] ({pending.kind}; "
+        f"commit {(pending.commit or '-')[:10]} on branch implflow/{wid})"
     )
+    if pending.evidence:
+        console.print(pending.evidence, markup=False, highlight=False)
     if auto:
-        await flow.decide(wid, phase, "approve", "demo", comment="auto-approved by the demo")
-        console.print(f"auto-approved {phase}")
+        decision: Literal["waive", "approve"] = "waive" if pending.kind == "gate" else "approve"
+        await flow.decide(wid, phase, decision, "demo", comment="auto-approved by the demo")
+        console.print(f"auto-{decision}d {phase}")
         return
     answer = typer.prompt("approve? [y]es / [r]eject with feedback", default="y").strip().lower()
     if answer.startswith("r"):
@@ -102,8 +118,9 @@ async def _decide(
         await flow.decide(wid, phase, "reject", "you", feedback=feedback)
         console.print(f"rejected {phase}; it runs again with your feedback")
     else:
-        await flow.decide(wid, phase, "approve", "you", comment="approved in the demo")
-        console.print(f"approved {phase}")
+        chosen: Literal["waive", "approve"] = "waive" if pending.kind == "gate" else "approve"
+        await flow.decide(wid, phase, chosen, "you", comment="approved in the demo")
+        console.print(f"{chosen}d {phase}")
 
 
 async def run_demo(auto_approve: bool, console: Console) -> int:
@@ -126,7 +143,8 @@ async def run_demo(auto_approve: bool, console: Console) -> int:
             ui = (
                 f"http://localhost:{settings.ui_port}/namespaces/{client.namespace}/workflows/{wid}"
             )
-            console.print(f"started [bold]{wid}[/bold] — watch it in the Temporal UI: {ui}")
+            console.print(f"started [bold]{wid}[/bold]: {DEMO_TITLE}")
+            console.print(f"watch it in the Temporal UI: {ui}")
             final = await _follow(flow, wid, auto_approve, console)
         finally:
             stop.set()
@@ -136,17 +154,34 @@ async def run_demo(auto_approve: bool, console: Console) -> int:
 
 
 async def _follow(flow: ImplflowClient, wid: str, auto: bool, console: Console) -> TaskStatus:
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[str, int, bool]] = set()
+    running: str | None = None
     while True:
         status = await flow.status(wid)
+        if status.current_phase != running and status.state.value in ("running", "repairing"):
+            running = status.current_phase
+            console.print(f"  … {running} ({status.state.value})", highlight=False)
         for p in status.phases:
-            if p.status.value == "done" and (p.name, p.rounds) not in seen:
-                seen.add((p.name, p.rounds))
+            gate = p.gate
+            if gate is not None and (p.name, gate.round, gate.passed) not in seen:
+                seen.add((p.name, gate.round, gate.passed))
+                mark = "[green]✓[/green]" if gate.passed else "[red]✗[/red]"
                 console.print(
-                    f"  [green]✓[/green] {p.name:<10} round {p.rounds}  "
-                    f"{p.duration_s:5.2f}s  {p.outcome}",
-                    highlight=False,
+                    f"  {mark} {p.name:<10} round {gate.round}  gate "
+                    f"{'passed' if gate.passed else 'FAILED'}"
                 )
+                for check in gate.checks:
+                    console.print(
+                        f"      {'PASS' if check.passed else 'FAIL'} {check.name}: "
+                        f"{check.summary}"
+                        + (f"  [target {check.threshold}]" if check.threshold else ""),
+                        markup=False,
+                        highlight=False,
+                    )
+                if not gate.passed and p.repairs < 4:
+                    console.print(
+                        "      → repair round with the failure as feedback", highlight=False
+                    )
         if status.state in FINAL_STATES:
             return status
         if status.state == TaskState.AWAITING_APPROVAL:
@@ -155,16 +190,13 @@ async def _follow(flow: ImplflowClient, wid: str, auto: bool, console: Console) 
 
 
 def _summary(status: TaskStatus, repo: Path, console: Console) -> None:
-    table = Table("phase", "status", "rounds", "attempts", "duration", "commit", title="Summary")
+    table = Table("phase", "rounds", "repairs", "gate", "measured", "target", title="Summary")
     for p in status.phases:
-        table.add_row(
-            p.name,
-            p.status.value,
-            str(p.rounds),
-            str(p.attempts),
-            f"{p.duration_s:.2f}s",
-            (p.commit or "")[:10],
-        )
+        checks = p.gate.checks if p.gate else []
+        measured = "; ".join(c.summary for c in checks)[:120]
+        targets = "; ".join(c.threshold for c in checks if c.threshold)[:80]
+        gate = "-" if p.gate is None else ("passed" if p.gate.passed else "failed")
+        table.add_row(p.name, str(p.rounds), str(p.repairs), gate, measured, targets)
     console.print(table)
     for d in status.decisions:
         console.print(
@@ -172,14 +204,16 @@ def _summary(status: TaskStatus, repo: Path, console: Console) -> None:
         )
     branch = f"implflow/{status.workflow_id}"
     log = subprocess.run(
-        ["git", "log", "--oneline", f"main..{branch}"],
+        ["git", "log", "--oneline", "--reverse", f"main..{branch}"],
         cwd=repo,
         capture_output=True,
         text=True,
         check=False,
     )
     console.print(
-        f"\n[bold]{status.state.value}[/bold] — one commit per phase round on branch {branch} "
-        f"of {repo}:"
+        f"\n[bold]{status.state.value}[/bold] — branch {branch} of {repo} "
+        "(one commit per phase round, one per gate):"
     )
     console.print(log.stdout.rstrip(), highlight=False)
+    if status.error:
+        console.print(f"[red]error:[/red] {status.error}", highlight=False)

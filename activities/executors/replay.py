@@ -46,6 +46,7 @@ class ReplayExecutor:
         """Needs only git, which every worker has."""
 
     async def execute(self, ctx: ExecutionContext) -> ExecutionOutcome:
+        ctx.heartbeat({"state": "applying"})  # here, on the event loop: never from the thread
         return await asyncio.to_thread(self._apply, ctx)
 
     def _apply(self, ctx: ExecutionContext) -> ExecutionOutcome:
@@ -69,7 +70,6 @@ class ReplayExecutor:
             return ExecutionOutcome(
                 outcome="nothing-to-do", summary=f"cassette has no patch for {pin.phase.name}"
             )
-        ctx.heartbeat({"state": "applying", "patch": patch.name})
         proc = subprocess.run(
             ["git", "apply", "--whitespace=nowarn", "--", str(patch.resolve())],
             cwd=ctx.workdir,

@@ -67,7 +67,7 @@ __all__ = [
 
 REPORTS_DIR = ".implflow/reports"
 DEFAULT_DOCSTRING_MIN_PCT = 80.0
-DEFAULT_REGRESSION_PCT = 20.0
+DEFAULT_REGRESSION_PCT = 30.0
 P95_SLACK_MS = 2.0
 """A p95 rise smaller than this is noise, not a regression (sub-millisecond baselines)."""
 MAX_ERROR_RATE = 0.01
