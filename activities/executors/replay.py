@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome
+from activities.workspace import GitError, git
 from implflow.errors import EXECUTOR_UNAVAILABLE, INVALID_INPUT
 
 _SAFE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
@@ -70,20 +70,14 @@ class ReplayExecutor:
             return ExecutionOutcome(
                 outcome="nothing-to-do", summary=f"cassette has no patch for {pin.phase.name}"
             )
-        proc = subprocess.run(
-            ["git", "apply", "--whitespace=nowarn", "--", str(patch.resolve())],
-            cwd=ctx.workdir,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if proc.returncode != 0:
+        try:
+            git(ctx.workdir, "apply", "--whitespace=nowarn", "--", str(patch.resolve()))
+        except GitError as err:
             raise ApplicationError(
-                f"replay executor: {patch.name} does not apply: {proc.stderr.strip()[-300:]}",
+                f"replay executor: {patch.name} does not apply: {err}",
                 type="ReplayPatchFailed",
                 non_retryable=True,
-            )
+            ) from None
         summary = f"applied {patch.name}"
         if meta is not None:
             summary = str(json.loads(meta.read_text(encoding="utf-8")).get("summary", summary))

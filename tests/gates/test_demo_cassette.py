@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from activities.executors.replay import cassette_files
 from activities.gates.runner import run_gate
 from implflow.models import Thresholds
+from tests.gates.test_runner import copy_example, git
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "todo-service"
@@ -40,33 +40,10 @@ ROUNDS = [
 ]
 
 
-def git(repo: Path, *args: str) -> str:
-    out = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout.strip()
-
-
 @pytest.fixture
 def todo_repo(tmp_path: Path) -> Path:
     """examples/todo-service copied into tmp_path, committed on a fresh git repository."""
-    repo = tmp_path / "todo-service"
-    shutil.copytree(
-        EXAMPLE,
-        repo,
-        ignore=shutil.ignore_patterns(
-            "__pycache__", ".coverage", ".implflow", "*.sqlite3", ".*_cache"
-        ),
-    )
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "baseline")
-    return repo
+    return copy_example(tmp_path)
 
 
 def patch_for(phase: str, rnd: int) -> Path:

@@ -20,6 +20,7 @@ import pytest
 from activities.gates.config import CONFIG_FILE, GateConfigError, load_gate_config
 from activities.gates.gate_models import MAX_FAILURE_SUMMARY_CHARS, CheckResult, Figure, GateVerdict
 from activities.gates.runner import run_gate
+from implflow.demo import make_demo_repo
 from implflow.models import Thresholds
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "todo-service"
@@ -43,16 +44,7 @@ def git(repo: Path, *args: str) -> str:
 
 def copy_example(tmp_path: Path) -> Path:
     """examples/todo-service copied into tmp_path, committed on a fresh git repository."""
-    repo = tmp_path / "todo-service"
-    shutil.copytree(
-        EXAMPLE,
-        repo,
-        ignore=shutil.ignore_patterns("__pycache__", ".coverage", ".implflow", "*.sqlite3"),
-    )
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "baseline")
-    return repo
+    return make_demo_repo(tmp_path)
 
 
 @pytest.fixture
