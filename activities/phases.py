@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.executors import ExecutionContext, get_executor
+from activities.executors.process import run_process, scrubbed_env
 from activities.workspace import (
     GitError,
     RoundKey,
@@ -33,6 +34,7 @@ from activities.workspace import (
     record_round,
     task_dir,
 )
+from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.models import (
     GateCheck,
     GateInput,
@@ -41,6 +43,7 @@ from implflow.models import (
     PhaseResult,
     PrepareInput,
     PrepareResult,
+    PullRequestInput,
     ReminderInput,
 )
 from implflow.settings import Settings
@@ -201,6 +204,44 @@ class ImplActivities:
                 raise
             raise ApplicationError(str(err), type="GitFailed") from None
 
+    @activity.defn(name="open_pull_request")
+    async def open_pull_request(self, inp: PullRequestInput) -> str:
+        """Run ``IMPLFLOW_PR_COMMAND`` in the task's checkout; returns its last output line."""
+        command = self.settings.pr_command
+        if not command:
+            raise ApplicationError(
+                "pull_request was asked for but this worker has no IMPLFLOW_PR_COMMAND "
+                '(e.g. ["gh", "pr", "create", "--head", "{branch}", "--title", "{title}", '
+                '"--body", "{description}"])',
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            )
+        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
+        await self._git(checkout.sync)
+        values = {
+            "branch": inp.branch,
+            "title": inp.title,
+            "description": inp.description,
+            "workflow_id": inp.workflow_id,
+        }
+        # Each placeholder fills one argv element: task text never becomes shell syntax.
+        argv = [_fill(part, values) for part in command]
+        result = await run_process(
+            argv,
+            cwd=checkout.dir,
+            env=scrubbed_env(self.settings.env_allowlist, {}),
+            log_path=task_dir(inp.workflow_id, self.settings.workspaces) / "pull-request.log",
+            timeout_s=240,
+            heartbeat=lambda d: activity.heartbeat(d),
+        )
+        if result.returncode != 0:
+            raise ApplicationError(
+                f"pull request command exited {result.returncode}: {result.tail[-300:]}",
+                type="PullRequestFailed",
+            )
+        lines = result.tail.strip().splitlines()
+        return lines[-1][:500] if lines else ""
+
     @activity.defn(name="send_reminder")
     async def send_reminder(self, inp: ReminderInput) -> None:
         """Tell people an approval is overdue: always a log line, a webhook when configured."""
@@ -299,3 +340,10 @@ def _gate_result(record: dict[str, Any]) -> GateResult:
             for q in (c.get("details") or [])
         ][:20],
     )
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """Replace ``{name}`` placeholders; any other brace text stays as it is."""
+    for key, value in values.items():
+        template = template.replace("{" + key + "}", value)
+    return template

@@ -177,6 +177,9 @@ class ImplementationInput(_Input):
     gates: Literal["auto", "on", "off"] = Field(
         default="auto", description="Quality gates after each phase; auto = on unless shell."
     )
+    pull_request: bool = Field(
+        default=False, description="Open a pull request at the end (IMPLFLOW_PR_COMMAND)."
+    )
     max_repair_rounds: int = Field(
         default=3, ge=0, le=10, description="Repair rounds per phase before a person decides."
     )
@@ -356,6 +359,14 @@ class PhaseResult(_Record):
     session_id: str | None = None
 
 
+class PullRequestInput(_Input):
+    workflow_id: str
+    repo: str
+    branch: str
+    title: str
+    description: str
+
+
 class GateInput(_Input):
     """What the gate activity needs to check one phase round on the task branch."""
 
@@ -477,6 +488,8 @@ class ImplementationResult(_Record):
     head_commit: str | None = None
     branch: str | None = None
     ledger: Ledger = Field(default_factory=Ledger)
+    pull_request: str | None = None
+    """What the pull-request command printed last (usually the PR's URL)."""
 
 
 PhaseInput.model_rebuild()

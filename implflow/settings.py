@@ -42,6 +42,14 @@ class Settings(BaseSettings):
         default=None,
         description="Specialist files (<name>.md), looked up after the repo's .claude/agents.",
     )
+    pr_command: list[str] | None = Field(
+        default=None,
+        description=(
+            "argv run in the task's checkout to open a pull request, e.g. "
+            '["gh", "pr", "create", "--head", "{branch}", "--title", "{title}", "--body", '
+            '"{description}"]; placeholders {branch} {title} {description} {workflow_id}.'
+        ),
+    )
     webhook_url: HttpUrl | None = Field(
         default=None, description="POSTed a JSON reminder when an approval is overdue."
     )

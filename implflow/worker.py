@@ -33,7 +33,13 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[acts.prepare_task, acts.run_phase, acts.run_gate, acts.send_reminder],
+        activities=[
+            acts.prepare_task,
+            acts.run_phase,
+            acts.run_gate,
+            acts.open_pull_request,
+            acts.send_reminder,
+        ],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_s),
     )

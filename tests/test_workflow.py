@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -387,3 +388,32 @@ async def test_failing_command_is_retried_then_fails_the_task(
     assert isinstance(cause, ApplicationError) and cause.type == "PhaseCommandFailed"
     assert "exited 3" in cause.message and "boom" in cause.message
     assert st.state == TaskState.FAILED and st.phases[0].status == PhaseStatusValue.FAILED
+
+
+async def test_pull_request_step_runs_the_configured_command(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; print('opened', *sys.argv[1:])",
+        "{branch}",
+        "{title}",
+        "{not-a-placeholder}",
+    ]
+    async with run_worker(pr_command=command) as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": []}, pull_request=True))
+        result = await h.result()
+    assert result.pull_request == f"opened implflow/{h.id} Auth API {{not-a-placeholder}}"
+    assert result.branch == f"implflow/{h.id}"
+
+
+async def test_pull_request_without_a_command_fails_clearly(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": []}, pull_request=True))
+        with pytest.raises(WorkflowFailureError) as info:
+            await h.result()
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and "IMPLFLOW_PR_COMMAND" in cause.message

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         PhaseStatusValue,
         PhaseSummary,
         PrepareInput,
+        PullRequestInput,
         RejectSignal,
         ReminderInput,
         TaskState,
@@ -69,6 +70,7 @@ REMINDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seco
 GATE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=10))
 
 PATCH_GATES_AND_BUDGETS = "gates-and-budgets-v1"
+PATCH_PULL_REQUEST = "pull-request-v1"
 """Workflows started before this patch run without gates and budget stops, as they began."""
 
 
@@ -96,6 +98,7 @@ class ImplementationWorkflow:
         self._baseline: dict[str, float] = {}
         self._extra_usd = 0.0
         self._branch: str | None = None
+        self._pull_request: str | None = None
 
     @workflow.run
     async def run(self, task: ImplementationInput) -> ImplementationResult:
@@ -116,6 +119,20 @@ class ImplementationWorkflow:
                 task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
             )
             await self._run_pipeline()
+            if task.pull_request and self._branch and workflow.patched(PATCH_PULL_REQUEST):
+                self._pull_request = await workflow.execute_activity_method(
+                    ImplActivities.open_pull_request,
+                    PullRequestInput(
+                        workflow_id=wid,
+                        repo=task.repo,
+                        branch=self._branch,
+                        title=task.title,
+                        description=task.description,
+                    ),
+                    start_to_close_timeout=timedelta(minutes=5),
+                    retry_policy=PREPARE_RETRY,
+                    summary=f"pull request for {self._branch}",
+                )
         except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
             if is_cancelled_exception(err):
                 self._cancelled()
@@ -134,6 +151,7 @@ class ImplementationWorkflow:
             head_commit=next((p.commit for p in reversed(self._progress.phases) if p.commit), None),
             branch=self._branch,
             ledger=self._progress.ledger,
+            pull_request=self._pull_request,
         )
 
     async def _run_pipeline(self) -> None:
