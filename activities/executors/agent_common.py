@@ -4,19 +4,34 @@ The phase prompt (task text stays data: it travels as one argv element after
 ``--``), the prompt of a resumed attempt, and where a retry finds the agent
 session the previous attempt left: the last heartbeat of that attempt (reaches
 any worker), else the session file this worker wrote as soon as the session was
-known.
+known. ``AgentExecutor`` is their common base: settings that fail to load and a
+missing CLI are ``EXECUTOR_UNAVAILABLE``, a retry resumes the earlier session (or
+starts afresh when this worker does not know it), and one run of the CLI goes
+through ``run_event_stream`` with the log files and limits both use.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.executors.agent_errors import AGENT_STALLED
+from activities.executors.base import ExecutionContext
+from activities.executors.stream import (
+    Event,
+    StreamLimits,
+    StreamResult,
+    StreamStalled,
+    run_event_stream,
+)
 from activities.specialists import (
     DEFAULT_SPECIALIST,
     SpecialistError,
@@ -86,3 +101,150 @@ def find_binary(program: str, *, executor: str, install_hint: str, setting: str)
             non_retryable=True,
         )
     return found
+
+
+class AgentSettings(Protocol):
+    """The settings every agent executor has (each under its own environment prefix)."""
+
+    bin: str
+    stall_s: float
+    linger_s: float
+
+
+class AgentState(Protocol):
+    """What an executor learns from one run's events, as far as the shared run needs it."""
+
+    def progress(self) -> dict[str, object]:
+        """Added to each heartbeat (session id, turns, cost)."""
+        ...
+
+    def facts(self) -> str:
+        """One line for messages: turns, cost, session."""
+        ...
+
+    def details(self) -> dict[str, Any]:
+        """Small facts for a failure (the workflow's cost ledger reads them)."""
+        ...
+
+
+SettingsT = TypeVar("SettingsT", bound=AgentSettings)
+StateT = TypeVar("StateT", bound=AgentState)
+
+
+class AgentExecutor(Generic[SettingsT]):
+    """The base of the coding-agent executors; each keeps its argv, events and judging."""
+
+    name: str
+    install_hint: ClassVar[str]
+    env_prefix: ClassVar[str]
+    """Of the executor's settings, e.g. ``IMPLFLOW_CLAUDE_``."""
+    log_tag: ClassVar[str]
+    """Names its files in ``ctx.log_dir``: ``<phase>-r<round>-a<attempt>.<tag>.jsonl``."""
+    session_noun: ClassVar[str] = "session"
+    log: ClassVar[Any]
+    """The executor's structlog logger."""
+
+    def __init__(
+        self,
+        settings: SettingsT | None,
+        load: Callable[[], SettingsT],
+        *,
+        system_prompt: str | None = None,
+    ) -> None:
+        if settings is None:
+            try:
+                settings = load()
+            except (ValidationError, SettingsError) as err:
+                # SettingsError: a JSON-valued variable that is not JSON at all.
+                raise ApplicationError(
+                    f"{self.name} executor: bad {self.env_prefix}* setting: {err}",
+                    type=EXECUTOR_UNAVAILABLE,
+                    non_retryable=True,
+                ) from None
+        self.settings: SettingsT = settings
+        self.system_prompt = system_prompt
+
+    def check_available(self) -> None:
+        """Raise a non-retryable ``EXECUTOR_UNAVAILABLE`` when the CLI is not installed."""
+        self._binary()
+
+    def _binary(self) -> str:
+        return find_binary(
+            self.settings.bin,
+            executor=self.name,
+            install_hint=self.install_hint,
+            setting=f"{self.env_prefix}BIN",
+        )
+
+    def _session_file(self, ctx: ExecutionContext) -> Path:
+        pin = ctx.phase_input
+        return ctx.log_dir / f"{pin.phase.name}-r{pin.round}.{self.log_tag}-session.json"
+
+    async def _run_resuming(
+        self,
+        ctx: ExecutionContext,
+        run: Callable[[str | None], Awaitable[tuple[StateT, StreamResult]]],
+        found: Callable[[StateT], bool],
+    ) -> tuple[StateT, StreamResult]:
+        """``run``, resuming on a retry the session an earlier attempt left.
+
+        When ``found`` says the agent did not know that session (another worker ran
+        the attempt), run again afresh.
+        """
+        resume = previous_session(self._session_file(ctx)) if ctx.attempt > 1 else None
+        state, result = await run(resume)
+        if resume and not found(state):
+            self.log.warning(
+                f"{self.session_noun} to resume not found; starting afresh", session_id=resume
+            )
+            state, result = await run(None)
+        return state, result
+
+    async def _stream(
+        self,
+        ctx: ExecutionContext,
+        binary: str,
+        state: AgentState,
+        *,
+        argv: list[str],
+        env: dict[str, str],
+        resume: str | None,
+        on_event: Callable[[Event], None],
+        is_final: Callable[[Event], bool],
+    ) -> StreamResult:
+        """One run of the CLI in the workspace; a stall is ``AGENT_STALLED`` (retryable)."""
+        pin = ctx.phase_input
+        stem = (
+            f"{pin.phase.name}-r{pin.round}-a{ctx.attempt}{'-resume' if resume else ''}"
+            f".{self.log_tag}"
+        )
+        try:
+            return await run_event_stream(
+                argv,
+                cwd=ctx.workdir,
+                env=env,
+                log_path=ctx.log_dir / f"{stem}.jsonl",
+                stderr_path=ctx.log_dir / f"{stem}.stderr.log",
+                limits=StreamLimits(
+                    timeout_s=pin.phase.timeout_s,
+                    stall_s=self.settings.stall_s,
+                    linger_s=self.settings.linger_s,
+                    heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
+                ),
+                on_event=on_event,
+                is_final=is_final,
+                heartbeat=ctx.heartbeat,
+                progress=state.progress,
+            )
+        except FileNotFoundError:
+            raise ApplicationError(
+                f"{self.name} executor: {binary!r} disappeared; install with: {self.install_hint}",
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            ) from None
+        except StreamStalled as err:
+            raise ApplicationError(
+                f"phase {pin.phase.name!r}: {err} ({state.facts()})",
+                state.details(),
+                type=AGENT_STALLED,
+            ) from None

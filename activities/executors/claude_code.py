@@ -33,16 +33,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import structlog
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_common import (
     RESUME_PROMPT,
+    AgentExecutor,
     as_int,
-    find_binary,
     phase_prompt,
-    previous_session,
     record_session,
     specialist_prompt,
 )
@@ -50,19 +49,11 @@ from activities.executors.agent_errors import (
     AGENT_API_ERROR,
     AGENT_FAILED,
     AGENT_PERMISSION_DENIED,
-    AGENT_STALLED,
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.process import scrubbed_env
-from activities.executors.stream import (
-    Event,
-    StreamLimits,
-    StreamResult,
-    StreamStalled,
-    run_event_stream,
-)
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from activities.executors.stream import Event, StreamResult
 from implflow.models import AgentUsage, PhaseInput
 from implflow.settings import Settings
 
@@ -177,40 +168,28 @@ class _Session:
         cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "cost unknown"
         return f"{self.turns} turns, {cost}, session {self.session_id or 'none'}"
 
+    def details(self) -> dict[str, Any]:
+        """Small facts for the failure (the workflow's cost ledger reads them)."""
+        return self.progress()
+
 
 def _is_result(event: Event) -> bool:
     return event.get("type") == "result"
 
 
-class ClaudeCodeExecutor:
+class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
     """Claude Code headless: one ``claude -p`` run per phase attempt."""
 
     name = "claude-code"
+    install_hint = INSTALL_HINT
+    env_prefix = "IMPLFLOW_CLAUDE_"
+    log_tag = "claude"
+    log = log
 
     def __init__(
         self, settings: ClaudeCodeSettings | None = None, *, system_prompt: str | None = None
     ) -> None:
-        try:
-            self.settings = settings or ClaudeCodeSettings()
-        except ValidationError as err:
-            raise ApplicationError(
-                f"claude-code executor: bad IMPLFLOW_CLAUDE_* setting: {err}",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            ) from None
-        self.system_prompt = system_prompt
-
-    def check_available(self) -> None:
-        """Raise a non-retryable ``EXECUTOR_UNAVAILABLE`` when ``claude`` is not installed."""
-        self._binary()
-
-    def _binary(self) -> str:
-        return find_binary(
-            self.settings.bin,
-            executor="claude-code",
-            install_hint=INSTALL_HINT,
-            setting="IMPLFLOW_CLAUDE_BIN",
-        )
+        super().__init__(settings, ClaudeCodeSettings, system_prompt=system_prompt)
 
     def argv(
         self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
@@ -249,21 +228,19 @@ class ClaudeCodeExecutor:
         binary = self._binary()
         if self.system_prompt is None and self.settings.append_system_prompt_file is None:
             self.system_prompt = specialist_prompt(pin, ctx.workdir, Settings().specialists_dir)
-        session_file = ctx.log_dir / f"{pin.phase.name}-r{pin.round}.claude-session.json"
-        resume = previous_session(session_file) if ctx.attempt > 1 else None
-        session, result = await self._run(ctx, binary, session_file, resume=resume)
-        if resume and not session.saw_init and _failed(session, "error_during_execution"):
-            # This worker has no such session (another worker ran the attempt): start afresh.
-            log.warning("session to resume not found; starting afresh", session_id=resume)
-            session, result = await self._run(ctx, binary, session_file, resume=None)
+        session, result = await self._run_resuming(
+            ctx,
+            lambda resume: self._run(ctx, binary, resume=resume),
+            # Claude Code without such a session fails at once, before any init event.
+            lambda session: session.saw_init or not _failed(session, "error_during_execution"),
+        )
         return _judge(session, result, pin, self.settings.permission_mode)
 
     async def _run(
-        self, ctx: ExecutionContext, binary: str, session_file: Path, *, resume: str | None
+        self, ctx: ExecutionContext, binary: str, *, resume: str | None
     ) -> tuple[_Session, StreamResult]:
-        pin = ctx.phase_input
         session = _Session()
-        stem = f"{pin.phase.name}-r{pin.round}-a{ctx.attempt}{'-resume' if resume else ''}.claude"
+        session_file = self._session_file(ctx)
 
         def on_event(event: Event) -> None:
             known = session.session_id
@@ -271,36 +248,16 @@ class ClaudeCodeExecutor:
             if session.session_id and session.session_id != known:
                 record_session(session_file, session.session_id, ctx.attempt)
 
-        try:
-            result = await run_event_stream(
-                self.argv(binary, pin, resume=resume, workdir=ctx.workdir),
-                cwd=ctx.workdir,
-                env=_agent_env(ctx.env_allowlist),
-                log_path=ctx.log_dir / f"{stem}.jsonl",
-                stderr_path=ctx.log_dir / f"{stem}.stderr.log",
-                limits=StreamLimits(
-                    timeout_s=pin.phase.timeout_s,
-                    stall_s=self.settings.stall_s,
-                    linger_s=self.settings.linger_s,
-                    heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
-                ),
-                on_event=on_event,
-                is_final=_is_result,
-                heartbeat=ctx.heartbeat,
-                progress=session.progress,
-            )
-        except FileNotFoundError:
-            raise ApplicationError(
-                f"claude-code executor: {binary!r} disappeared; install with: {INSTALL_HINT}",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            ) from None
-        except StreamStalled as err:
-            raise ApplicationError(
-                f"phase {pin.phase.name!r}: {err} ({session.facts()})",
-                _details(session),
-                type=AGENT_STALLED,
-            ) from None
+        result = await self._stream(
+            ctx,
+            binary,
+            session,
+            argv=self.argv(binary, ctx.phase_input, resume=resume, workdir=ctx.workdir),
+            env=_agent_env(ctx.env_allowlist),
+            resume=resume,
+            on_event=on_event,
+            is_final=_is_result,
+        )
         return session, result
 
 
@@ -314,17 +271,6 @@ def _failed(session: _Session, subtype: str) -> bool:
     return session.result is not None and session.result.get("subtype") == subtype
 
 
-def _details(session: _Session) -> dict[str, Any]:
-    """Small facts for the failure (the workflow's cost ledger reads them)."""
-    return {
-        "session_id": session.session_id,
-        "turns": session.turns,
-        "cost_usd": session.cost_usd,
-        "input_tokens": session.input_tokens,
-        "output_tokens": session.output_tokens,
-    }
-
-
 def _judge(
     session: _Session, run: StreamResult, pin: PhaseInput, permission_mode: str
 ) -> ExecutionOutcome:
@@ -335,7 +281,7 @@ def _judge(
         raise ApplicationError(
             f"{where} exited {run.returncode} without a result event ({session.facts()}); "
             f"log {run.log_path}; stderr: {run.stderr_tail[-300:]}",
-            _details(session),
+            session.details(),
             type=AGENT_FAILED,
         )
     subtype = str(res.get("subtype") or "")
@@ -343,7 +289,7 @@ def _judge(
     if subtype in _BUDGET_SUBTYPES:
         raise ApplicationError(
             f"{where} hit its {_BUDGET_SUBTYPES[subtype]} ({errors or subtype}; {session.facts()})",
-            _details(session),
+            session.details(),
             type=BUDGET_EXCEEDED,
             non_retryable=True,
         )
@@ -352,7 +298,7 @@ def _judge(
         api = res.get("api_error_status") is not None or res.get("terminal_reason") == "api_error"
         raise ApplicationError(
             f"{where} failed ({subtype}): {message} ({session.facts()})",
-            _details(session),
+            session.details(),
             type=AGENT_API_ERROR if api else AGENT_FAILED,
         )
     denials = res.get("permission_denials") or []
@@ -361,7 +307,7 @@ def _judge(
         raise ApplicationError(
             f"{where} was refused {len(denials)} tool call(s): {refused} "
             f"(permission mode {permission_mode}; {session.facts()})",
-            _details(session),
+            session.details(),
             type=AGENT_PERMISSION_DENIED,
             non_retryable=True,
         )

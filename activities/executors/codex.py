@@ -57,34 +57,26 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_common import (
     RESUME_PROMPT,
+    AgentExecutor,
     as_int,
-    find_binary,
     phase_prompt,
-    previous_session,
     record_session,
     specialist_prompt,
 )
 from activities.executors.agent_errors import (
     AGENT_API_ERROR,
     AGENT_FAILED,
-    AGENT_STALLED,
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.process import scrubbed_env
-from activities.executors.stream import (
-    Event,
-    StreamLimits,
-    StreamResult,
-    StreamStalled,
-    run_event_stream,
-)
+from activities.executors.stream import Event, StreamResult
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.models import AgentUsage, PhaseInput
 from implflow.settings import Settings
@@ -342,7 +334,18 @@ class _Run:
     def progress(self) -> dict[str, object]:
         if self.rollout is not None:
             self.rollout.poll()
-        return _details(self)
+        return self.details()
+
+    def details(self) -> dict[str, Any]:
+        """Small facts for heartbeats and failures (the workflow's cost ledger reads them)."""
+        usage = self.usage
+        return {
+            "session_id": self.thread_id,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+        }
 
     def agent_usage(self) -> AgentUsage:
         usage = self.usage
@@ -370,23 +373,20 @@ def toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-class CodexExecutor:
+class CodexExecutor(AgentExecutor[CodexSettings]):
     """The Codex CLI: one ``codex exec --json`` run per phase attempt."""
 
     name = "codex"
+    install_hint = INSTALL_HINT
+    env_prefix = "IMPLFLOW_CODEX_"
+    log_tag = "codex"
+    session_noun = "thread"
+    log = log
 
     def __init__(
         self, settings: CodexSettings | None = None, *, system_prompt: str | None = None
     ) -> None:
-        try:
-            self.settings = settings or CodexSettings()
-        except (ValidationError, SettingsError) as err:
-            # SettingsError: a JSON-valued variable (PRICES) that is not JSON at all.
-            raise ApplicationError(
-                f"codex executor: bad IMPLFLOW_CODEX_* setting: {err}",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            ) from None
+        super().__init__(settings, CodexSettings, system_prompt=system_prompt)
         if not _ENV_NAME.fullmatch(self.settings.api_key_env):
             raise ApplicationError(
                 "codex executor: IMPLFLOW_CODEX_API_KEY_ENV must be a variable NAME, "
@@ -394,19 +394,6 @@ class CodexExecutor:
                 type=EXECUTOR_UNAVAILABLE,
                 non_retryable=True,
             )
-        self.system_prompt = system_prompt
-
-    def check_available(self) -> None:
-        """Raise a non-retryable ``EXECUTOR_UNAVAILABLE`` when ``codex`` is not installed."""
-        self._binary()
-
-    def _binary(self) -> str:
-        return find_binary(
-            self.settings.bin,
-            executor="codex",
-            install_hint=INSTALL_HINT,
-            setting="IMPLFLOW_CODEX_BIN",
-        )
 
     def argv(
         self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
@@ -500,13 +487,12 @@ class CodexExecutor:
                 non_retryable=True,
             )
         home = self.codex_home(ctx)
-        session_file = ctx.log_dir / f"{pin.phase.name}-r{pin.round}.codex-session.json"
-        resume = previous_session(session_file) if ctx.attempt > 1 else None
-        run, result = await self._run(ctx, binary, home, session_file, price, resume=resume)
-        if resume and not run.saw_thread:
+        run, result = await self._run_resuming(
+            ctx,
+            lambda resume: self._run(ctx, binary, home, price, resume=resume),
             # Not this worker's thread (its rollout is elsewhere): Codex exits without events.
-            log.warning("thread to resume not found; starting afresh", session_id=resume)
-            run, result = await self._run(ctx, binary, home, session_file, price, resume=None)
+            lambda run: run.saw_thread,
+        )
         return _judge(run, result, pin)
 
     async def _run(
@@ -514,7 +500,6 @@ class CodexExecutor:
         ctx: ExecutionContext,
         binary: str,
         home: Path,
-        session_file: Path,
         price: ModelPrice | None,
         *,
         resume: str | None,
@@ -528,7 +513,7 @@ class CodexExecutor:
         )
         if resume:
             run.start_from(resume)
-        stem = f"{pin.phase.name}-r{pin.round}-a{ctx.attempt}{'-resume' if resume else ''}.codex"
+        session_file = self._session_file(ctx)
 
         def on_event(event: Event) -> None:
             try:
@@ -538,40 +523,21 @@ class CodexExecutor:
                     record_session(session_file, run.thread_id, ctx.attempt)
 
         try:
-            result = await run_event_stream(
-                self.argv(binary, pin, resume=resume, workdir=ctx.workdir),
-                cwd=ctx.workdir,
+            result = await self._stream(
+                ctx,
+                binary,
+                run,
+                argv=self.argv(binary, pin, resume=resume, workdir=ctx.workdir),
                 env=self._env(ctx.env_allowlist, home),
-                log_path=ctx.log_dir / f"{stem}.jsonl",
-                stderr_path=ctx.log_dir / f"{stem}.stderr.log",
-                limits=StreamLimits(
-                    timeout_s=pin.phase.timeout_s,
-                    stall_s=self.settings.stall_s,
-                    linger_s=self.settings.linger_s,
-                    heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
-                ),
+                resume=resume,
                 on_event=on_event,
                 is_final=_is_final,
-                heartbeat=ctx.heartbeat,
-                progress=run.progress,
             )
-        except FileNotFoundError:
-            raise ApplicationError(
-                f"codex executor: {binary!r} disappeared; install with: {INSTALL_HINT}",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            ) from None
-        except StreamStalled as err:
-            raise ApplicationError(
-                f"phase {pin.phase.name!r}: {err} ({run.facts()})",
-                _details(run),
-                type=AGENT_STALLED,
-            ) from None
         except _OverBudget as err:
             raise ApplicationError(
                 f"phase {pin.phase.name!r}: codex hit its {err}; process group killed "
                 f"({run.facts()})",
-                _details(run),
+                run.details(),
                 type=BUDGET_EXCEEDED,
                 non_retryable=True,
             ) from None
@@ -586,18 +552,6 @@ class CodexExecutor:
         return scrubbed_env(allowlist, extra)
 
 
-def _details(run: _Run) -> dict[str, Any]:
-    """Small facts for heartbeats and failures (the workflow's cost ledger reads them)."""
-    usage = run.usage
-    return {
-        "session_id": run.thread_id,
-        "turns": run.turns,
-        "cost_usd": run.cost_usd,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-
-
 def _judge(run: _Run, result: StreamResult, pin: PhaseInput) -> ExecutionOutcome:
     """Turn the final event into an outcome or an ``ApplicationError``."""
     where = f"phase {pin.phase.name!r}: codex"
@@ -606,14 +560,14 @@ def _judge(run: _Run, result: StreamResult, pin: PhaseInput) -> ExecutionOutcome
         raise ApplicationError(
             f"{where} exited {result.returncode} without a final event ({run.facts()}); "
             f"log {result.log_path}; stderr: {result.stderr_tail[-300:]}",
-            _details(run),
+            run.details(),
             type=AGENT_FAILED,
         )
     if final.get("type") == "turn.failed":
         # Codex ends a turn this way when the model API fails (after its own retries).
         raise ApplicationError(
             f"{where} failed: {run.last_error[:300] or 'turn.failed'} ({run.facts()})",
-            _details(run),
+            run.details(),
             type=AGENT_API_ERROR,
         )
     text = " ".join(run.last_message.split())[:300]

@@ -12,12 +12,11 @@ either, the CLI tests are skipped (and say so).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,6 @@ from activities.executors.agent_errors import (
     AGENT_STALLED,
     BUDGET_EXCEEDED,
 )
-from activities.executors.base import ExecutionContext
 from activities.executors.claude_code import (
     CLAUDE_CODE_VERSION,
     ClaudeCodeExecutor,
@@ -39,7 +37,22 @@ from activities.executors.claude_code import (
 )
 from activities.executors.stream import StreamLimits, run_event_stream
 from implflow.errors import EXECUTOR_UNAVAILABLE
-from implflow.models import Budget, PhaseInput, PhaseSpec
+from implflow.models import Budget
+from tests.executors.harness import (
+    Harness,
+    assert_cancel_kills,
+    assert_group_gone,
+    assert_no_strays,
+    cli_binary,
+    cli_marker,
+    event_log,
+    event_log_names,
+    interrupt_first_attempt,
+    isolated_home,
+    leave_unknown_session,
+    retry_elsewhere,
+    wait_for,
+)
 from tests.fakes.anthropic_server import (
     FakeAnthropicServer,
     Turn,
@@ -49,25 +62,12 @@ from tests.fakes.anthropic_server import (
     write_file,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LOCAL_CLAUDE = REPO_ROOT / ".tools" / "npm" / "node_modules" / ".bin" / "claude"
 STALLED = Turn(text="too late", delay_s=120)  # the server "thinks" far longer than any test
-
-
-def _claude_bin() -> str | None:
-    configured = os.environ.get("IMPLFLOW_CLAUDE_BIN")
-    if configured:
-        return configured if Path(configured).is_file() else None
-    return str(LOCAL_CLAUDE) if LOCAL_CLAUDE.is_file() else None
-
-
-CLAUDE_BIN = _claude_bin()
-needs_cli = pytest.mark.skipif(
-    CLAUDE_BIN is None,
-    reason=(
-        "Claude Code CLI not installed: run `npm install --prefix .tools/npm "
-        f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}` or set IMPLFLOW_CLAUDE_BIN"
-    ),
+CLAUDE_BIN = cli_binary("claude", "IMPLFLOW_CLAUDE_BIN")
+needs_cli = cli_marker(
+    CLAUDE_BIN,
+    "Claude Code CLI not installed: run `npm install --prefix .tools/npm "
+    f"@anthropic-ai/claude-code@{CLAUDE_CODE_VERSION}` or set IMPLFLOW_CLAUDE_BIN",
 )
 
 
@@ -82,101 +82,24 @@ def agent_env(
     fake: FakeAnthropicServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[str, ...]:
     """The worker environment the executor picks variables from; returns the allowlist."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))  # Claude Code keeps sessions and config under HOME
+    isolated_home(tmp_path, monkeypatch)  # Claude Code keeps sessions and config under HOME
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
     monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "1")  # default 10 retries take ~3 min
-    monkeypatch.setenv("CANARY_SECRET", "canary-must-not-leak")
     return ("PATH", "HOME", "CLAUDE_CODE_MAX_RETRIES")
 
 
-@dataclasses.dataclass
-class Harness:
-    tmp: Path
-    allow: tuple[str, ...]
-    beats: list[dict[str, object]] = dataclasses.field(default_factory=list)
-
-    @property
-    def workdir(self) -> Path:
-        return self.tmp / "repo"
-
-    def ctx(
-        self, *, attempt: int = 1, budget: Budget | None = None, log_dir: str = "logs"
-    ) -> ExecutionContext:
-        self.workdir.mkdir(exist_ok=True)
-        pin = PhaseInput(
-            workflow_id="wf-claude",
-            title="Add a greeting file",
-            description="Create hello.txt. Untrusted text: $(touch pwned); `id` && echo hi",
-            repo=str(self.workdir),
-            executor="claude-code",
-            phase=PhaseSpec(name="implement", instructions="Write the file.", heartbeat_s=4),
-            round=1,
-            feedback=["-rf: a feedback line that looks like a flag"],
-            budget=budget or Budget(),
-        )
-        return ExecutionContext(
-            phase_input=pin,
-            attempt=attempt,
-            workdir=self.workdir,
-            context_file=self.tmp / "context.json",
-            log_dir=self.tmp / log_dir,
-            env_allowlist=self.allow,
-            heartbeat=self.beats.append,
-        )
-
-    def pids(self) -> set[int]:
-        return {pid for b in self.beats if isinstance(pid := b.get("pid"), int)}
+def harness(tmp_path: Path, allow: tuple[str, ...]) -> Harness:
+    return Harness(tmp_path, allow, executor="claude-code", workflow_id="wf-claude")
 
 
 @pytest.fixture
 def h(tmp_path: Path, agent_env: tuple[str, ...]) -> Harness:
-    return Harness(tmp_path, agent_env)
+    return harness(tmp_path, agent_env)
 
 
 def executor(**settings: Any) -> ClaudeCodeExecutor:
     return ClaudeCodeExecutor(ClaudeCodeSettings(bin=CLAUDE_BIN or "claude", **settings))
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(stat.parent.name))
-    return members
-
-
-def assert_group_gone(pgid: int) -> None:
-    """SIGKILL lands asynchronously: give a killed grandchild a moment to finish dying."""
-    deadline = time.monotonic() + 3
-    while (members := group_members(pgid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert members == [], f"process group {pgid} survived: {members}"
-
-
-def assert_no_strays(h: Harness) -> None:
-    assert h.pids(), "no heartbeat carried the agent's pid"
-    for pid in h.pids():  # each run is the leader of its own process group
-        assert_group_gone(pid)
-
-
-async def wait_for(predicate: Callable[[], bool], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
-def event_log(h: Harness) -> list[dict[str, Any]]:
-    logs = sorted((h.tmp / "logs").glob("*.jsonl"))
-    return [json.loads(line) for path in logs for line in path.read_text().splitlines()]
 
 
 # --- without the CLI -------------------------------------------------------------------
@@ -192,7 +115,7 @@ def test_missing_binary_is_unavailable_and_says_how_to_install() -> None:
 
 
 def test_argv_keeps_task_text_as_one_element_after_double_dash(tmp_path: Path) -> None:
-    h = Harness(tmp_path, ("PATH",))
+    h = harness(tmp_path, ("PATH",))
     ex = ClaudeCodeExecutor(
         ClaudeCodeSettings(bin="claude", allowed_tools=["Read", "Write"], max_budget_usd=3),
         system_prompt="You are the backend specialist.",
@@ -348,12 +271,7 @@ async def test_cancellation_mid_run_kills_the_process_group(
     fake.load([STALLED])
     task = asyncio.ensure_future(executor().execute(h.ctx()))
     await wait_for(lambda: len(fake.message_requests) == 1 and bool(h.pids()))
-    started = time.monotonic()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - started < 10
-    assert_no_strays(h)
+    await assert_cancel_kills(h, task)
 
 
 @needs_cli
@@ -369,19 +287,13 @@ async def test_retry_resumes_the_session_of_a_killed_attempt(
     fake.load([write_file(str(h.workdir / "first.txt"), "from attempt 1"), STALLED])
     env = ActivityEnvironment()
     ex = executor()
-    first = asyncio.ensure_future(env.run(ex.execute, h.ctx(attempt=1)))
-    await wait_for(lambda: len(fake.message_requests) == 2)  # file written, now "thinking"
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert (h.workdir / "first.txt").is_file()
-    last_beat = h.beats[-1]
-    session = last_beat["session_id"]
-    assert isinstance(session, str)
+    last_beat = await interrupt_first_attempt(
+        h, env, ex.execute, lambda: len(fake.message_requests) == 2
+    )
+    assert (h.workdir / "first.txt").is_file()  # attempt 1 wrote it, then was "thinking"
 
     fake.load([text("Resumed and finished.")])
-    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[last_beat])
-    outcome = await env.run(ex.execute, h.ctx(attempt=2, log_dir="other-worker-logs"))
+    outcome = await retry_elsewhere(h, env, ex.execute, last_beat)
 
     assert outcome.outcome == "done"
     assert "Resumed and finished." in outcome.summary
@@ -397,16 +309,13 @@ async def test_resume_of_an_unknown_session_starts_afresh(
     h: Harness, fake: FakeAnthropicServer
 ) -> None:
     ctx = h.ctx(attempt=2)
-    ctx.log_dir.mkdir(parents=True)
-    (ctx.log_dir / "implement-r1.claude-session.json").write_text(
-        json.dumps({"session_id": "0b7e1c2a-0000-4000-8000-000000000000", "attempt": 1})
-    )
+    leave_unknown_session(ctx, "claude")
     fake.load([write_file(str(h.workdir / "hello.txt"), "fresh\n"), text("Done afresh.")])
     outcome = await executor().execute(ctx)
     assert outcome.outcome == "done"
     assert (h.workdir / "hello.txt").read_text() == "fresh\n"
     assert "Add a greeting file" in json.dumps(fake.message_requests[0].body["messages"])
-    assert sorted(p.name for p in ctx.log_dir.glob("*.jsonl")) == [
+    assert event_log_names(ctx) == [
         "implement-r1-a2-resume.claude.jsonl",
         "implement-r1-a2.claude.jsonl",
     ]
@@ -435,3 +344,13 @@ def test_bad_setting_is_unavailable_not_a_crash(monkeypatch: pytest.MonkeyPatch)
         ClaudeCodeExecutor()
     assert err.value.type == EXECUTOR_UNAVAILABLE
     assert "permission_mode" in str(err.value)
+
+
+def test_setting_that_is_not_json_is_unavailable_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("IMPLFLOW_CLAUDE_ALLOWED_TOOLS", "not json")  # pydantic's SettingsError
+    with pytest.raises(ApplicationError) as err:
+        ClaudeCodeExecutor()
+    assert err.value.type == EXECUTOR_UNAVAILABLE
+    assert "IMPLFLOW_CLAUDE_" in str(err.value)

@@ -14,12 +14,11 @@ missing CLI is a failure.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from activities.executors.agent_errors import (
     AGENT_STALLED,
     BUDGET_EXCEEDED,
 )
-from activities.executors.base import ExecutionContext
 from activities.executors.codex import (
     CODEX_VERSION,
     CodexExecutor,
@@ -41,7 +39,21 @@ from activities.executors.codex import (
     Usage,
 )
 from implflow.errors import EXECUTOR_UNAVAILABLE
-from implflow.models import Budget, PhaseInput, PhaseSpec
+from implflow.models import Budget
+from tests.executors.harness import (
+    Harness,
+    assert_cancel_kills,
+    assert_no_strays,
+    cli_binary,
+    cli_marker,
+    event_log,
+    event_log_names,
+    interrupt_first_attempt,
+    isolated_home,
+    leave_unknown_session,
+    retry_elsewhere,
+    wait_for,
+)
 from tests.fakes.openai_responses_server import (
     FakeResponsesServer,
     Turn,
@@ -51,26 +63,16 @@ from tests.fakes.openai_responses_server import (
     write_file,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LOCAL_CODEX = REPO_ROOT / ".tools" / "npm" / "node_modules" / ".bin" / "codex"
 INSTALL = f"npm install --prefix .tools/npm --no-audit --no-fund @openai/codex@{CODEX_VERSION}"
 STALLED = Turn(text="too late", delay_s=120)  # the server "thinks" far longer than any test
 FAKE_KEY = "sk-test-not-a-real-openai-key"
 FAKE_MODEL = "gpt-fake"
 FAKE_PRICE = ModelPrice(input_per_mtok=1.0, output_per_mtok=4.0, cached_input_per_mtok=0.5)
-
-
-def _codex_bin() -> str | None:
-    configured = os.environ.get("IMPLFLOW_CODEX_BIN")
-    if configured:
-        return configured if Path(configured).is_file() else None
-    return str(LOCAL_CODEX) if LOCAL_CODEX.is_file() else None
-
-
-CODEX_BIN = _codex_bin()
-needs_cli = pytest.mark.skipif(
-    CODEX_BIN is None and not os.environ.get("CI"),
-    reason=f"Codex CLI not installed: run `{INSTALL}` or set IMPLFLOW_CODEX_BIN",
+CODEX_BIN = cli_binary("codex", "IMPLFLOW_CODEX_BIN")
+needs_cli = cli_marker(
+    CODEX_BIN,
+    f"Codex CLI not installed: run `{INSTALL}` or set IMPLFLOW_CODEX_BIN",
+    required_in_ci=True,
 )
 
 
@@ -83,57 +85,25 @@ def fake() -> Iterator[FakeResponsesServer]:
 @pytest.fixture
 def agent_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ...]:
     """The worker environment the executor picks variables from; returns the allowlist."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
+    isolated_home(tmp_path, monkeypatch)
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setenv("CANARY_SECRET", "canary-must-not-leak")
     return ("PATH", "HOME")
 
 
-@dataclasses.dataclass
-class Harness:
-    tmp: Path
-    allow: tuple[str, ...]
-    beats: list[dict[str, object]] = dataclasses.field(default_factory=list)
-
-    @property
-    def workdir(self) -> Path:
-        return self.tmp / "repo"
-
-    def ctx(
-        self, *, attempt: int = 1, budget: Budget | None = None, log_dir: str = "logs"
-    ) -> ExecutionContext:
-        self.workdir.mkdir(exist_ok=True)
-        pin = PhaseInput(
-            workflow_id="wf-codex",
-            title="Add a greeting file",
-            description="Create hello.txt. Untrusted text: $(touch pwned); `id` && echo hi",
-            repo=str(self.workdir),
-            executor="codex",
-            phase=PhaseSpec(name="implement", instructions="Write the file.", heartbeat_s=4),
-            round=1,
-            feedback=["-rf: a feedback line that looks like a flag"],
-            budget=budget or Budget(),
-        )
-        return ExecutionContext(
-            phase_input=pin,
-            attempt=attempt,
-            workdir=self.workdir,
-            context_file=self.tmp / "context" / "implement-r1.json",
-            log_dir=self.tmp / log_dir,
-            env_allowlist=self.allow,
-            heartbeat=self.beats.append,
-        )
-
-    def pids(self) -> set[int]:
-        return {pid for b in self.beats if isinstance(pid := b.get("pid"), int)}
+def harness(tmp_path: Path, allow: tuple[str, ...]) -> Harness:
+    return Harness(
+        tmp_path,
+        allow,
+        executor="codex",
+        workflow_id="wf-codex",
+        context_file="context/implement-r1.json",
+    )
 
 
 @pytest.fixture
 def h(tmp_path: Path, agent_env: tuple[str, ...]) -> Harness:
-    return Harness(tmp_path, agent_env)
+    return harness(tmp_path, agent_env)
 
 
 def executor(fake: FakeResponsesServer | None = None, **settings: Any) -> CodexExecutor:
@@ -146,41 +116,6 @@ def executor(fake: FakeResponsesServer | None = None, **settings: Any) -> CodexE
         "stream_max_retries": 0,
     }
     return CodexExecutor(CodexSettings(**{**defaults, **settings}))
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(stat.parent.name))
-    return members
-
-
-def assert_no_strays(h: Harness) -> None:
-    """Each run led its own process group (node wrapper + native codex + commands)."""
-    assert h.pids(), "no heartbeat carried the agent's pid"
-    deadline = time.monotonic() + 3  # SIGKILL lands asynchronously
-    for pid in h.pids():
-        while (members := group_members(pid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert members == [], f"process group {pid} survived: {members}"
-
-
-async def wait_for(predicate: Callable[[], bool], within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.1)
-
-
-def event_log(h: Harness, log_dir: str = "logs") -> list[dict[str, Any]]:
-    logs = sorted((h.tmp / log_dir).glob("*.jsonl"))
-    return [json.loads(line) for path in logs for line in path.read_text().splitlines()]
 
 
 # --- without the CLI -------------------------------------------------------------------
@@ -196,7 +131,7 @@ def test_missing_binary_is_unavailable_and_says_how_to_install() -> None:
 
 
 def test_argv_keeps_task_text_as_one_element_after_double_dash(tmp_path: Path) -> None:
-    pin = Harness(tmp_path, ("PATH",)).ctx().phase_input
+    pin = harness(tmp_path, ("PATH",)).ctx().phase_input
     ex = executor()
     argv = ex.argv("/bin/codex", pin, resume=None)
     assert argv[:2] == ["/bin/codex", "exec"]
@@ -400,12 +335,7 @@ async def test_cancellation_mid_run_kills_the_process_group(
     fake.load([STALLED])
     task = asyncio.ensure_future(executor(fake).execute(h.ctx()))
     await wait_for(lambda: len(fake.response_requests) == 1 and bool(h.pids()))
-    started = time.monotonic()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert time.monotonic() - started < 10
-    assert_no_strays(h)
+    await assert_cancel_kills(h, task)
 
 
 @needs_cli
@@ -420,20 +350,14 @@ async def test_retry_resumes_the_thread_of_a_killed_attempt(
     fake.load([write_file(str(h.workdir / "first.txt"), "from attempt 1"), STALLED])
     env = ActivityEnvironment()
     ex = executor(fake)
-    first = asyncio.ensure_future(env.run(ex.execute, h.ctx(attempt=1)))
-    await wait_for(lambda: len(fake.response_requests) == 2)  # file written, now "thinking"
-    await wait_for(lambda: any(b.get("session_id") for b in h.beats))
-    first.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert (h.workdir / "first.txt").is_file()
-    last_beat = h.beats[-1]
+    last_beat = await interrupt_first_attempt(
+        h, env, ex.execute, lambda: len(fake.response_requests) == 2
+    )
+    assert (h.workdir / "first.txt").is_file()  # attempt 1 wrote it, then was "thinking"
     thread = last_beat["session_id"]
-    assert isinstance(thread, str)
 
     fake.load([text("Resumed and finished.", input_tokens=100, output_tokens=10)])
-    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[last_beat])
-    outcome = await env.run(ex.execute, h.ctx(attempt=2, log_dir="other-worker-logs"))
+    outcome = await retry_elsewhere(h, env, ex.execute, last_beat)
 
     assert outcome.outcome == "done"
     assert "Resumed and finished." in outcome.summary
@@ -452,16 +376,13 @@ async def test_resume_of_an_unknown_thread_starts_afresh(
     h: Harness, fake: FakeResponsesServer
 ) -> None:
     ctx = h.ctx(attempt=2)
-    ctx.log_dir.mkdir(parents=True)
-    (ctx.log_dir / "implement-r1.codex-session.json").write_text(
-        json.dumps({"session_id": "0b7e1c2a-0000-4000-8000-000000000000", "attempt": 1})
-    )
+    leave_unknown_session(ctx, "codex")
     fake.load([write_file(str(h.workdir / "hello.txt"), "fresh\n"), text("Done afresh.")])
     outcome = await executor(fake).execute(ctx)
     assert outcome.outcome == "done"
     assert (h.workdir / "hello.txt").read_text() == "fresh\n"
     assert "Add a greeting file" in json.dumps(fake.response_requests[0].body["input"])
-    assert sorted(p.name for p in ctx.log_dir.glob("*.jsonl")) == [
+    assert event_log_names(ctx) == [
         "implement-r1-a2-resume.codex.jsonl",
         "implement-r1-a2.codex.jsonl",
     ]

@@ -15,41 +15,43 @@ the file: the CLI runs it in its own sandbox and sends the output back as a
 
 A turn may instead be an HTTP error (500, 429, ...), wait before answering (a
 stalled model), or fail inside the stream (``response.failed``). Every request is
-recorded, so tests can count turns and look at what the client sent. Only the
-standard library is used: ``ThreadingHTTPServer`` on a free port.
+recorded, so tests can count turns and look at what the client sent. The HTTP
+plumbing is ``scripted_server.ScriptedServer`` (standard library only).
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from tests.fakes.scripted_server import (
+    RecordedRequest,
+    ScriptedHandler,
+    ScriptedServer,
+    ScriptedTurn,
+    chunks,
+    request_headers,
+)
 
 _ERROR_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 429: "rate_limit_exceeded"}
 
 
 @dataclass(frozen=True)
-class Turn:
-    """One scripted model response (one request of the client)."""
+class Turn(ScriptedTurn):
+    """A Responses API turn: a message and/or one function call (``tool_name``, arguments).
 
-    text: str = ""
-    tool_name: str | None = None
+    A ``status`` other than 200 answers with an OpenAI JSON error body instead.
+    """
+
     tool_arguments: dict[str, Any] | None = None
-    status: int = 200
-    """Anything but 200 answers with an OpenAI JSON error body instead of a stream."""
     fail_in_stream: str | None = None
     """Stream ``response.failed`` with this message instead of ``response.completed``."""
-    delay_s: float = 0.0
-    """Wait this long before answering (the server's ``stop`` cuts the wait short)."""
-    input_tokens: int = 40
     cached_input_tokens: int = 0
-    output_tokens: int = 12
 
 
 def text(message: str, **kw: Any) -> Turn:
@@ -77,158 +79,47 @@ def api_error(status: int = 500, **kw: Any) -> Turn:
     return Turn(status=status, **kw)
 
 
-@dataclass
-class RecordedRequest:
-    path: str
-    body: dict[str, Any]
-    headers: dict[str, str]
-    """Lower-case names."""
+class _Handler(ScriptedHandler):
+    request_id_header = "x-request-id"
+
+    def serves(self, path: str) -> bool:
+        return path.split("?")[0] == "/v1/responses"
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        code = _ERROR_CODES.get(status, "not_found" if status == 404 else "server_error")
+        kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
+        return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+    def answer(self, turn: Turn, body: dict[str, Any]) -> None:
+        events = _events(turn, str(body.get("model") or "gpt-fake"))
+        self.send_events(
+            (event["type"], {**event, "sequence_number": sequence})
+            for sequence, event in enumerate(events)
+        )
+
+    def do_GET(self) -> None:
+        # Codex may ask for /v1/models; it copes with a 404 and uses fallback metadata.
+        self.fake.record(RecordedRequest(self.path, {}, request_headers(self)))
+        self.send_json(404, self.error_body(404, f"fake server does not serve GET {self.path}"))
 
 
-@dataclass
-class _Script:
-    turns: list[Turn] = field(default_factory=list)
-    default: Turn | None = None
-    served: int = 0
-
-
-class FakeResponsesServer:
+class FakeResponsesServer(ScriptedServer[Turn]):
     """Serve a script of turns; use as a context manager or ``start()`` / ``stop()``."""
 
-    def __init__(self, turns: Sequence[Turn] = (), *, default: Turn | None = None) -> None:
-        self._lock = threading.Lock()
-        self._script = _Script(list(turns), default)
-        self._stopping = threading.Event()
-        self.requests: list[RecordedRequest] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # --- lifecycle -------------------------------------------------------------------
-
-    def start(self) -> FakeResponsesServer:
-        handler = type("_BoundHandler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="fake-openai-responses", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # release handlers waiting out a scripted delay
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeResponsesServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    handler = _Handler
+    thread_name = "fake-openai-responses"
 
     @property
     def base_url(self) -> str:
         """The provider ``base_url`` for Codex (it appends ``/responses``)."""
-        assert self._httpd is not None, "server not started"
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}/v1"
-
-    # --- script ----------------------------------------------------------------------
-
-    def load(self, turns: Sequence[Turn], *, default: Turn | None = None) -> None:
-        """Replace the script; the next request gets ``turns[0]``."""
-        with self._lock:
-            self._script = _Script(list(turns), default)
+        return f"{self.root_url}/v1"
 
     @property
     def response_requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self.requests if r.path.startswith("/v1/responses")]
+        return self.requests_to("/v1/responses")
 
-    def _next_turn(self, request: RecordedRequest) -> Turn:
-        with self._lock:
-            self.requests.append(request)
-            script = self._script
-            index = script.served
-            script.served += 1
-            if index < len(script.turns):
-                return script.turns[index]
-            if script.default is not None:
-                return script.default
-            return text(f"(script exhausted after {len(script.turns)} turns)")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeResponsesServer  # set on the per-server subclass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: pytest shows the recorded requests when a test needs them."""
-
-    def do_GET(self) -> None:
-        # Codex may ask for /v1/models; it copes with a 404 and uses fallback metadata.
-        with self.fake._lock:
-            self.fake.requests.append(RecordedRequest(self.path, {}, _headers(self)))
-        self._json(404, _error_body(404, f"fake server does not serve GET {self.path}"))
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            body = {}
-        request = RecordedRequest(self.path, body, _headers(self))
-        if self.path.split("?")[0] != "/v1/responses":
-            with self.fake._lock:
-                self.fake.requests.append(request)
-            self._json(404, _error_body(404, f"fake server does not serve {self.path}"))
-            return
-        turn = self.fake._next_turn(request)
-        if turn.delay_s and self.fake._stopping.wait(turn.delay_s):
-            return  # server stopping: drop the connection unanswered
-        if turn.status != 200:
-            self._json(turn.status, _error_body(turn.status, "scripted failure"))
-            return
-        self._stream(_events(turn, str(body.get("model") or "gpt-fake")))
-
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:20]}")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _stream(self, events: Iterator[dict[str, Any]]) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Connection", "close")
-        self.send_header("x-request-id", f"req_{uuid.uuid4().hex[:20]}")
-        self.end_headers()
-        try:
-            for sequence, event in enumerate(events):
-                data = json.dumps({**event, "sequence_number": sequence})
-                self.wfile.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client was killed mid-stream; that is what some tests do
-        self.close_connection = True
-
-
-def _headers(handler: BaseHTTPRequestHandler) -> dict[str, str]:
-    """Request headers with lower-case names (HTTP header names are case-insensitive)."""
-    return {name.lower(): value for name, value in handler.headers.items()}
-
-
-def _error_body(status: int, message: str) -> dict[str, Any]:
-    code = _ERROR_CODES.get(status, "not_found" if status == 404 else "server_error")
-    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    def exhausted(self, served: int) -> Turn:
+        return text(f"(script exhausted after {served} turns)")
 
 
 def _usage(turn: Turn) -> dict[str, Any]:
@@ -308,7 +199,7 @@ def _message_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]
     }
     part = {"type": "output_text", "text": "", "annotations": []}
     yield {"type": "response.content_part.added", **where, "part": part}
-    for piece in _chunks(text_value, 40):
+    for piece in chunks(text_value, 40):
         yield {"type": "response.output_text.delta", **where, "delta": piece}
     yield {"type": "response.output_text.done", **where, "text": text_value}
     yield {"type": "response.content_part.done", **where, "part": item["content"][0]}
@@ -322,12 +213,7 @@ def _function_call_events(index: int, item: dict[str, Any]) -> Iterator[dict[str
         "output_index": index,
         "item": {**item, "status": "in_progress", "arguments": ""},
     }
-    for piece in _chunks(item["arguments"], 30):
+    for piece in chunks(item["arguments"], 30):
         yield {"type": "response.function_call_arguments.delta", **where, "delta": piece}
     yield {"type": "response.function_call_arguments.done", **where, "arguments": item["arguments"]}
     yield {"type": "response.output_item.done", "output_index": index, "item": item}
-
-
-def _chunks(value: str, size: int) -> Iterator[str]:
-    for i in range(0, len(value), size):
-        yield value[i : i + size]
