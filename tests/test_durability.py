@@ -10,7 +10,6 @@ appear nowhere: not in history, not in worker logs, not on the branch.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -21,10 +20,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from implflow.binaries import find_binary
 from implflow.server import dev_server
 from tests.conftest import branch_log, git_repo, new_id
-from tests.test_e2e import ROOT, eventually
+from tests.test_e2e import ROOT, Stack, eventually
 
 pytestmark = pytest.mark.e2e
 CANARY = "canary-5e3c7a1f-do-not-leak"
@@ -96,26 +94,9 @@ def test_kill_9_mid_phase_and_a_second_worker_finishes(server: str, tmp_path: Pa
     }
     worker_a = start_worker(server, tmp_path / "worker-a", tmp_path / "a.log")
     worker_b: subprocess.Popen[bytes] | None = None
-    temporal = [find_binary("temporal"), "--address", server]
+    stack = Stack(server, dict(os.environ), tmp_path)
     try:
-        subprocess.run(
-            [
-                *temporal[:1],
-                "workflow",
-                "start",
-                *temporal[1:],
-                "--type",
-                "ImplementationWorkflow",
-                "--task-queue",
-                "implflow",
-                "--workflow-id",
-                wid,
-                "--input",
-                json.dumps(task),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        stack.start(wid, task)
         eventually(
             lambda: ledger.exists() and "implement 1 1" in ledger.read_text(),
             60,
@@ -124,30 +105,11 @@ def test_kill_9_mid_phase_and_a_second_worker_finishes(server: str, tmp_path: Pa
         worker_a.send_signal(signal.SIGKILL)  # no graceful anything
         worker_a.wait(10)
         worker_b = start_worker(server, tmp_path / "worker-b", tmp_path / "b.log")
-        result = subprocess.run(
-            [
-                *temporal[:1],
-                "workflow",
-                "result",
-                *temporal[1:],
-                "--workflow-id",
-                wid,
-                "-o",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
+        result = stack.temporal(
+            "workflow", "result", "--workflow-id", wid, "-o", "json", check=False, timeout=180
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        history = subprocess.run(
-            [*temporal[:1], "workflow", "show", *temporal[1:], "--workflow-id", wid, "-o", "json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
+        history = stack.temporal("workflow", "show", "--workflow-id", wid, "-o", "json").stdout
     finally:
         for proc in (worker_a, worker_b):
             if proc is not None and proc.poll() is None:

@@ -32,14 +32,31 @@ class Stack:
     def __init__(self, address: str, env: dict[str, str], tmp: Path) -> None:
         self.address, self.env, self.tmp = address, env, tmp
 
-    def temporal(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def temporal(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         argv = [find_binary("temporal"), *args, "--address", self.address]
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, env=self.env, check=False
+            argv, capture_output=True, text=True, timeout=timeout, env=self.env, check=False
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} failed: {proc.stderr}")
         return proc
+
+    def start(self, wid: str, task: dict[str, Any]) -> None:
+        """``temporal workflow start`` of an ImplementationWorkflow on queue ``implflow``."""
+        self.temporal(
+            "workflow",
+            "start",
+            "--type",
+            "ImplementationWorkflow",
+            "--task-queue",
+            "implflow",
+            "--workflow-id",
+            wid,
+            "--input",
+            json.dumps(task),
+        )
 
     def implflow(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -104,19 +121,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 def test_temporal_cli_start_signal_query(stack: Stack, tmp_path: Path) -> None:
     repo = git_repo(tmp_path / "repo")
     wid = new_id("cli")
-    task = json.dumps({"title": "t", "description": "d", "repo": str(repo)})
-    stack.temporal(
-        "workflow",
-        "start",
-        "--type",
-        "ImplementationWorkflow",
-        "--task-queue",
-        "implflow",
-        "--workflow-id",
-        wid,
-        "--input",
-        task,
-    )
+    stack.start(wid, {"title": "t", "description": "d", "repo": str(repo)})
 
     eventually(lambda: wid in stack.listed("ImplState='awaiting_approval'"), what="waiting list")
     status = stack.query_status(wid)
@@ -156,18 +161,7 @@ def test_temporal_cli_start_signal_query(stack: Stack, tmp_path: Path) -> None:
 
 def test_bad_input_through_temporal_cli_fails_once_naming_the_field(stack: Stack) -> None:
     wid = new_id("bad")
-    stack.temporal(
-        "workflow",
-        "start",
-        "--type",
-        "ImplementationWorkflow",
-        "--task-queue",
-        "implflow",
-        "--workflow-id",
-        wid,
-        "--input",
-        json.dumps({"description": "d", "repo": "/tmp"}),
-    )
+    stack.start(wid, {"description": "d", "repo": "/tmp"})
 
     def described() -> dict[str, Any] | None:
         info = json.loads(
