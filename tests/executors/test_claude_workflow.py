@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from implflow.models import ImplementationInput, ImplementationResult, TaskState
 from implflow.settings import Settings
 from implflow.worker import build_worker
-from tests.conftest import branch_log, git_repo
+from tests.conftest import branch_file, branch_log, git_repo
 from tests.executors.harness import isolated_home
 from tests.executors.test_claude_code import CLAUDE_BIN, needs_cli
 from tests.fakes.anthropic_server import FakeAnthropicServer, text, write_file
