@@ -126,6 +126,7 @@ async def test_exhausted_repairs_wait_for_a_person_who_can_waive(
         result = await h.result()
     assert result.state == TaskState.COMPLETED
     assert result.decisions[-1].comment == "known false positive"
+    assert all(p.status == "done" for p in result.phases)  # the waived phase counts as done
 
 
 async def test_exhausted_repairs_reject_rewinds_and_abort_ends(

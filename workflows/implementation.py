@@ -201,6 +201,7 @@ class ImplementationWorkflow:
                 feedback.append(
                     f"Answers to the open questions ({decision.approver}): {decision.comment}"
                 )
+                self._progress.get(spec.name).status = PhaseStatusValue.DONE
                 return result
             if repairs < self._task.max_repair_rounds:
                 repairs += 1
@@ -214,7 +215,10 @@ class ImplementationWorkflow:
             decision = await self._await_approval(
                 spec.name, gate.commit or result.commit, kind="gate", evidence=gate.evidence()
             )
-            return result if decision.decision in ("approve", "waive") else decision
+            if decision.decision not in ("approve", "waive"):
+                return decision
+            self._progress.get(spec.name).status = PhaseStatusValue.DONE  # waived: done
+            return result
 
     async def _run_phase_within_budget(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
         """Run the phase; a budget cap reached (by the agent or the ledger) asks a person."""
