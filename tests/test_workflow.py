@@ -113,10 +113,14 @@ async def test_reject_rewinds_and_hands_feedback_to_the_executor(
         await h.signal(
             "reject",
             RejectSignal(
-                phase="design", approver="lead", feedback="add rate limiting", rewind_to="review"
+                phase="design",
+                approver="lead",
+                feedback="add rate limiting; $(touch pwned) `touch pwned2`",  # data, not shell
+                rewind_to="review",
             ),
         )
         st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
+        assert not list(repo.parent.rglob("pwned*"))
         assert [(p.name, p.rounds) for p in st.phases[:2]] == [("review", 2), ("design", 2)]
         assert "add rate limiting" in branch_file(repo, h.id, ".implflow/design.md")
         assert "add rate limiting" in branch_file(repo, h.id, ".implflow/review.md")
