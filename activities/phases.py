@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors import ExecutionContext, get_executor
 from activities.executors.process import run_process, scrubbed_env
+from activities.gates.config import CONFIG_FILE as GATES_FILE
 from activities.workspace import (
     GitError,
     RoundKey,
@@ -178,6 +179,8 @@ class ImplActivities:
             activity.heartbeat({"gate": inp.phase, "round": inp.round, **details})
 
         beat({"state": "started"})
+        if inp.base_commit:  # the agent may not loosen its own gates: the task's base decides
+            await self._git(checkout.pin_file, GATES_FILE, inp.base_commit)
         verdict = await run_checks(
             inp.phase,
             checkout.dir,

@@ -235,6 +235,21 @@ class TaskCheckout:
                 return record
         return None
 
+    def pin_file(self, path: str, commit: str) -> None:
+        """Make ``path`` in the checkout what it was at ``commit`` (absent if it was absent)."""
+        target = self.dir / path
+        there = subprocess.run(
+            ["git", "cat-file", "-e", f"{commit}:{path}"],
+            cwd=self.dir,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if there.returncode == 0:
+            git(self.dir, "checkout", commit, "--", path)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
     def commit_round(
         self,
         key: RoundKey,

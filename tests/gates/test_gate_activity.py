@@ -68,3 +68,24 @@ async def test_gate_commits_its_reports_and_is_not_run_twice(tmp_path: Path) -> 
         check=True,
     ).stdout
     assert "Implflow-Gate: yes" in shown and "Implflow-Phase: review" in shown
+
+
+async def test_an_agent_cannot_loosen_its_own_gates(tmp_path: Path) -> None:
+    repo = copy_example(tmp_path)
+    base = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    acts = ImplActivities(Settings(data_dir=tmp_path / "data"))
+    # The "agent" writes a gates.toml that would switch the review check off.
+    loosen = (
+        "import pathlib; p = pathlib.Path('.implflow'); p.mkdir(exist_ok=True); "
+        "(p / 'gates.toml').write_text('kind = \"none\"\\n')"
+    )
+    await ActivityEnvironment().run(acts.run_phase, phase(repo, "review", loosen))
+    assert "kind" in branch_file(repo, "wf-g", ".implflow/gates.toml")
+    verdict = await ActivityEnvironment().run(
+        acts.run_gate,
+        GateInput(workflow_id="wf-g", repo=str(repo), phase="review", round=1, base_commit=base),
+    )
+    assert not verdict.passed  # the preset still applies: no review.md
+    assert "review" in [c.name for c in verdict.checks]
