@@ -359,23 +359,39 @@ def node_preset(workdir: Path) -> Preset:
         format="cobertura",
         report="{report_dir}/coverage/cobertura-coverage.xml",
     )
-    implement: list[CheckConfig] = []
-    if "build" in scripts:
-        implement.append(
-            CheckConfig(name="build", format="exit-code", argv=["npm", "run", "build"])
+    # Gates run in a fresh checkout: install the project's own dependencies first (lockfile
+    # when there is one; no install scripts), and build before a probe needs `npm start`.
+    setup: list[CheckConfig] = []
+    if not (workdir / "node_modules" / ".bin").is_dir():
+        lock = (workdir / "package-lock.json").is_file()
+        setup.append(
+            CheckConfig(
+                name="deps",
+                format="exit-code",
+                argv=[
+                    "npm",
+                    "ci" if lock else "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--ignore-scripts",
+                ],
+                timeout_s=600,
+                install="install Node.js and npm on the worker",
+            )
         )
-    if typed:
-        implement.append(tsc)
+    build = [CheckConfig(name="build", format="exit-code", argv=["npm", "run", "build"])]
+    built = [*setup, *(build if "build" in scripts else [])]
+    implement: list[CheckConfig] = [*built, *([tsc] if typed else [])]
     implement.append(runner.model_copy(update={"thresholds": CheckLimits(max_failures=0)}))
     probes = _probes()
     phases = {
         **_review_and_design(workdir),
         "implement": [*implement, probes["implement"]],
-        "validate": [eslint, *([tsc] if typed else [])],
-        "optimize": [probes["optimize"]],
-        "test": [runner, coverage],
+        "validate": [*setup, eslint, *([tsc] if typed else [])],
+        "optimize": [*built, probes["optimize"]],
+        "test": [*setup, runner, coverage],
         "document": [_readme(workdir)],
-        "verify": [probes["verify"], eslint],
+        "verify": [*built, probes["verify"], eslint],
     }
     service = None
     if "start" in scripts:

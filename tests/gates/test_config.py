@@ -61,9 +61,18 @@ def test_node_preset_in_the_same_shape(tmp_path: Path) -> None:
     assert detect_kind(tmp_path) == "node"
     config = load_gate_config(tmp_path)
     assert config.source == "preset:node"
-    assert [c.name for c in config.checks_for("validate")] == ["eslint", "tsc"]
-    assert [c.name for c in config.checks_for("implement")] == ["build", "tsc", "tests", "load"]
-    tests, coverage = config.checks_for("test")
+    # A fresh checkout has no node_modules: every tool phase installs the dependencies first
+    # (from the lockfile when there is one), and the probes build before `npm start`.
+    assert [c.name for c in config.checks_for("validate")] == ["deps", "eslint", "tsc"]
+    implement = config.checks_for("implement")
+    assert [c.name for c in implement] == ["deps", "build", "tsc", "tests", "load"]
+    assert implement[0].argv == ["npm", "install", "--no-audit", "--no-fund", "--ignore-scripts"]
+    assert [c.name for c in config.checks_for("verify")] == ["deps", "build", "load", "eslint"]
+    (tmp_path / "package-lock.json").write_text("{}")
+    assert load_gate_config(tmp_path).checks_for("test")[0].argv[:2] == ["npm", "ci"]  # type: ignore[index]
+    (tmp_path / "node_modules" / ".bin").mkdir(parents=True)  # already installed: no deps step
+    assert [c.name for c in load_gate_config(tmp_path).checks_for("validate")] == ["eslint", "tsc"]
+    tests, coverage = config.checks_for("test")[1:]
     assert tests.argv is not None
     assert tests.argv[0] == "node_modules/.bin/vitest"
     assert coverage.format == "cobertura"
