@@ -545,7 +545,13 @@ class ImplementationWorkflow:
 
     def _refresh(self) -> None:
         workflow.set_current_details(
-            self._progress.checklist(self._task.title, self._state, self._pending, self._paused)
+            self._progress.checklist(
+                self._task.title,
+                self._state,
+                self._pending,
+                self._paused,
+                workflow.info().workflow_id,
+            )
         )
 
 

@@ -83,7 +83,12 @@ class Progress:
             self.get(n).status = PhaseStatusValue.PENDING
 
     def checklist(
-        self, title: str, state: TaskState, pending: PendingApproval | None, paused: bool
+        self,
+        title: str,
+        state: TaskState,
+        pending: PendingApproval | None,
+        paused: bool,
+        workflow_id: str = "<id>",
     ) -> str:
         """Markdown for the Temporal UI's *current details*."""
         lines = [f"**{title}** — `{state.value}`" + (" (paused)" if paused else ""), ""]
@@ -115,7 +120,8 @@ class Progress:
             lines += [
                 "",
                 f"Waiting since {pending.since.isoformat(timespec='seconds')} for a decision on "
-                f"**{pending.phase}** — {what}: `implflow approve <id> --phase {pending.phase}` "
+                f"**{pending.phase}** — {what}: "
+                f"`implflow approve {workflow_id} --phase {pending.phase}` "
                 f'or signal `approve` with `{{"phase": "{pending.phase}", "approver": "<you>"}}`.',
             ]
             if pending.evidence:
