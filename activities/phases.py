@@ -3,10 +3,12 @@
 ``ImplActivities`` receives the worker's settings in its constructor; its
 methods are the activities, registered under stable names:
 
-- ``prepare_task``  — fail fast on a repo or executor this worker cannot use;
-- ``run_phase``     — one phase round: hand the context to the executor, heartbeat,
-                      honour cancellation, report a short result;
-- ``send_reminder`` — an approval is overdue: log it, POST the webhook if configured.
+- ``prepare_task``      — fail fast on a repo or executor this worker cannot use;
+- ``run_phase``         — one phase round on the task branch: hand the context to the
+                          executor, heartbeat, honour cancellation, commit, report briefly;
+- ``run_gate``          — the phase's quality checks; reports committed, a small verdict back;
+- ``open_pull_request`` — run the configured pull-request command at the end;
+- ``send_reminder``     — an approval is overdue: log it, POST the webhook if configured.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from activities.workspace import (
     RoundKey,
     TaskCheckout,
     check_repo,
-    origin_head,
     record_round,
     task_dir,
 )
@@ -64,12 +65,9 @@ class ImplActivities:
         """Resolve the executor (input, else the worker default) and check it and the repo."""
         name = (inp.executor or self.settings.executor).strip().lower()
         get_executor(name)  # raises a non-retryable error naming what to install or set
-        kind = await asyncio.to_thread(check_repo, inp.repo)
-        base = await asyncio.to_thread(origin_head, inp.repo)
+        kind, base = await asyncio.to_thread(check_repo, inp.repo)
         log.info("task prepared", workflow_id=inp.workflow_id, executor=name, repo_kind=kind)
-        return PrepareResult(
-            executor=name, repo_kind="url" if kind == "url" else "path", base_commit=base
-        )
+        return PrepareResult(executor=name, repo_kind=kind, base_commit=base)
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: PhaseInput) -> PhaseResult:
@@ -128,7 +126,7 @@ class ImplActivities:
         }
         session = usage.session_id if usage else None
         try:
-            commit = await self._git(
+            commit = await asyncio.to_thread(
                 checkout.commit_round, key, start, info.attempt, executor.name, session, record
             )
         except GitError as err:
@@ -192,7 +190,7 @@ class ImplActivities:
         )
         record = verdict.model_dump(mode="json")
         try:
-            commit = await self._git(checkout.commit_gate, key, start, record)
+            commit = await asyncio.to_thread(checkout.commit_gate, key, start, record)
         except GitError as err:
             raise ApplicationError(str(err), type="GitPushFailed") from None
         bound.info("gate done", passed=verdict.passed, commit=commit[:12])
@@ -203,8 +201,6 @@ class ImplActivities:
         try:
             return await asyncio.to_thread(fn, *args)
         except GitError as err:
-            if fn.__name__ in ("commit_round", "commit_gate"):
-                raise
             raise ApplicationError(str(err), type="GitFailed") from None
 
     @activity.defn(name="open_pull_request")
@@ -235,7 +231,7 @@ class ImplActivities:
             env=scrubbed_env(self.settings.env_allowlist, {}),
             log_path=task_dir(inp.workflow_id, self.settings.workspaces) / "pull-request.log",
             timeout_s=240,
-            heartbeat=lambda d: activity.heartbeat(d),
+            heartbeat=activity.heartbeat,
         )
         if result.returncode != 0:
             raise ApplicationError(

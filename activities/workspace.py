@@ -26,7 +26,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from temporalio.exceptions import ApplicationError
 
@@ -63,23 +63,20 @@ class GitError(RuntimeError):
         super().__init__(f"git {command} failed: {detail[-400:]}")
 
 
-def check_repo(repo: str) -> str:
-    """Fail fast (non-retryable) when a repository cannot be used; returns ``path`` or ``url``."""
+def check_repo(repo: str) -> tuple[Literal["path", "url"], str | None]:
+    """Fail fast (non-retryable) when a repository cannot be used.
+
+    Returns its kind and the commit the task starts from: the origin's HEAD now
+    (``None`` for a remote without one).
+    """
     if is_url(repo):
-        proc = subprocess.run(
-            ["git", "ls-remote", "--heads", "--", repo],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if proc.returncode != 0:
+        try:
+            out = git(Path.cwd(), "ls-remote", "--", repo, "HEAD", timeout=120)
+        except GitError as err:
             raise ApplicationError(
-                f"repo: cannot read {repo!r}: {proc.stderr.strip()[-300:]}",
-                type=REPO_UNAVAILABLE,
-                non_retryable=True,
-            )
-        return "url"
+                f"repo: cannot read {repo!r}: {err}", type=REPO_UNAVAILABLE, non_retryable=True
+            ) from None
+        return "url", out.split()[0] if out else None
     path = Path(repo).expanduser()
     if not path.is_dir():
         raise ApplicationError(
@@ -88,44 +85,16 @@ def check_repo(repo: str) -> str:
             type=REPO_UNAVAILABLE,
             non_retryable=True,
         )
-    proc = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-        cwd=path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if proc.returncode != 0:
+    try:
+        head = git(path, "rev-parse", "--verify", "--quiet", "HEAD", timeout=60)
+    except GitError:
         raise ApplicationError(
             f"repo: {repo!r} is not a git repository with at least one commit "
             "(implflow keeps every phase's work on a branch: run `git init` and commit first)",
             type=REPO_UNAVAILABLE,
             non_retryable=True,
-        )
-    return "path"
-
-
-def origin_head(repo: str) -> str | None:
-    """The commit the task starts from: the origin's HEAD now (None if it cannot be read)."""
-    if is_url(repo):
-        proc = subprocess.run(
-            ["git", "ls-remote", "--", repo, "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        return proc.stdout.split()[0] if proc.returncode == 0 and proc.stdout.strip() else None
-    proc = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", "HEAD"],
-        cwd=Path(repo).expanduser(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    return proc.stdout.strip() or None
+        ) from None
+    return "path", head
 
 
 def origin_url(repo: str) -> str:
@@ -238,17 +207,13 @@ class TaskCheckout:
     def pin_file(self, path: str, commit: str) -> None:
         """Make ``path`` in the checkout what it was at ``commit`` (absent if it was absent)."""
         target = self.dir / path
-        there = subprocess.run(
-            ["git", "cat-file", "-e", f"{commit}:{path}"],
-            cwd=self.dir,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if there.returncode == 0:
-            git(self.dir, "checkout", commit, "--", path)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
+        try:
+            git(self.dir, "cat-file", "-e", f"{commit}:{path}", timeout=60)
+        except GitError:  # not there at that commit: not here either
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            return
+        git(self.dir, "checkout", commit, "--", path)
 
     def commit_round(
         self,

@@ -89,6 +89,14 @@ def _emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _report(as_json: bool, data: Any, text: str) -> None:
+    """``data`` as JSON for scripts, else ``text`` for people."""
+    if as_json:
+        _emit_json(data)
+    else:
+        out.print(text)
+
+
 def _load_input(value: str) -> str:
     if value.startswith("@"):
         path = Path(value[1:])
@@ -317,13 +325,15 @@ def approve(
     async def go(flow: ImplflowClient) -> None:
         if signal:
             await flow.approve(workflow_id, phase, who, comment)
-            _emit_json({"sent": "approve"}) if as_json else out.print("approve signal sent")
+            _report(as_json, {"sent": "approve"}, "approve signal sent")
             return
         d = await flow.decide(
             workflow_id, phase, "approve", who, comment=comment, budget_usd=budget_usd
         )
-        _emit_json(d.model_dump(mode="json")) if as_json else out.print(
-            f"approved {phase} as {who} (commit {d.commit or '-'})"
+        _report(
+            as_json,
+            d.model_dump(mode="json"),
+            f"approved {phase} as {who} (commit {d.commit or '-'})",
         )
 
     _run(go)
@@ -348,13 +358,15 @@ def reject(
     async def go(flow: ImplflowClient) -> None:
         if signal:
             await flow.reject(workflow_id, phase, who, feedback, rewind_to)
-            _emit_json({"sent": "reject"}) if as_json else out.print("reject signal sent")
+            _report(as_json, {"sent": "reject"}, "reject signal sent")
             return
         d = await flow.decide(
             workflow_id, phase, "reject", who, feedback=feedback, rewind_to=rewind_to
         )
-        _emit_json(d.model_dump(mode="json")) if as_json else out.print(
-            f"rejected {phase}; re-running from {d.rewind_to or phase}"
+        _report(
+            as_json,
+            d.model_dump(mode="json"),
+            f"rejected {phase}; re-running from {d.rewind_to or phase}",
         )
 
     _run(go)
@@ -373,7 +385,7 @@ def waive(
 
     async def go(flow: ImplflowClient) -> None:
         d = await flow.decide(workflow_id, phase, "waive", who, comment=reason)
-        _emit_json(d.model_dump(mode="json")) if as_json else out.print(f"waived {phase} gate")
+        _report(as_json, d.model_dump(mode="json"), f"waived {phase} gate")
 
     _run(go)
 

@@ -1,9 +1,9 @@
-"""A stand-in "agent" for the demo and tests, run by the ``shell`` executor.
+"""A stand-in "agent" for tests and shell-executor examples, run by the ``shell`` executor.
 
 It reads the phase context from ``$IMPLFLOW_CONTEXT_FILE`` and writes that
 phase's artifact under ``.implflow/`` in the task's checkout — the same contract a
 real coding agent follows; implflow commits the round. Deterministic and
-offline, so the demo needs no API key. Run: ``python -m implflow.demo_agent``.
+offline: no API key. Run: ``python -m implflow.demo_agent``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from implflow.cli import app
+from implflow.models import PHASES
 from implflow.server import free_port
 
 runner = CliRunner()
@@ -103,16 +104,7 @@ def test_demo_runs_real_gates_with_one_repair_round(tmp_path: Path) -> None:
     proc = _demo(tmp_path, "--auto-approve")
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    for phase in (
-        "review",
-        "design",
-        "implement",
-        "validate",
-        "optimize",
-        "test",
-        "document",
-        "verify",
-    ):
+    for phase in PHASES:
         assert f"implflow: {phase} (round 1)" in out  # one commit per phase round
         assert f"implflow: gate {phase} passed" in out  # every gate ran for real and passed
     # The cassette's first test round misses the coverage target; the repair round fixes it.

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from implflow.models import PHASES as DEFAULT_PHASES
 from implflow.server import dev_server
 from tests.conftest import branch_log, git_repo, new_id
 from tests.test_e2e import ROOT, Stack, eventually
 
 pytestmark = pytest.mark.e2e
 CANARY = "canary-5e3c7a1f-do-not-leak"
-PHASES = ["review", "design", "implement", "validate", "optimize", "test", "document", "verify"]
+PHASES = list(DEFAULT_PHASES)
 
 # Each phase appends "<phase> <round> <attempt>" to a ledger outside the repo, dumps the
 # environment it was given (proving the scrub), and writes one file into the checkout.

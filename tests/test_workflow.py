@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from implflow.models import (
+    PHASES,
     ApproveSignal,
     DecideInput,
     Decision,
@@ -30,7 +31,7 @@ from implflow.models import (
 )
 from tests.conftest import AGENT, WorkerFactory, alive, branch_file, branch_log, new_id
 
-ALL = ["review", "design", "implement", "validate", "optimize", "test", "document", "verify"]
+ALL = list(PHASES)
 
 
 def task(repo: Path, **extra: Any) -> ImplementationInput:

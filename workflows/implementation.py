@@ -70,8 +70,9 @@ REMINDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seco
 GATE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=10))
 
 PATCH_GATES_AND_BUDGETS = "gates-and-budgets-v1"
-PATCH_PULL_REQUEST = "pull-request-v1"
 """Workflows started before this patch run without gates and budget stops, as they began."""
+PATCH_PULL_REQUEST = "pull-request-v1"
+"""Workflows started before this patch never open a pull request."""
 
 
 @workflow.defn(name="ImplementationWorkflow")
@@ -531,9 +532,7 @@ class ImplementationWorkflow:
             message = f"phase {self._phase} failed: {message}"
         self._error = message
         self._set(TaskState.FAILED, self._phase)
-        kind = err.cause.type if isinstance(err.cause, ApplicationError) else None
-        kind = err.type if isinstance(err, ApplicationError) else kind
-        return ApplicationError(message, type=kind or "PhaseFailed", non_retryable=True)
+        return ApplicationError(message, type=_cause_type(err) or "PhaseFailed", non_retryable=True)
 
     def _set(self, state: TaskState, phase: str | None = None) -> None:
         self._state = state
@@ -555,14 +554,18 @@ class ImplementationWorkflow:
         )
 
 
-def _cause_type(err: BaseException) -> str | None:
+def _root(err: BaseException) -> BaseException:
+    """The innermost failure behind activity errors: what actually went wrong."""
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
-    return err.type if isinstance(err, ApplicationError) else None
+    return err
+
+
+def _cause_type(err: BaseException) -> str | None:
+    root = _root(err)
+    return root.type if isinstance(root, ApplicationError) else None
 
 
 def _cause(err: BaseException) -> str:
-    """The innermost failure message: what actually went wrong."""
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return str(getattr(err, "message", None) or err)[:1000]
+    root = _root(err)
+    return str(getattr(root, "message", None) or root)[:1000]

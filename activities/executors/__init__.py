@@ -25,9 +25,8 @@ def get_executor(name: str) -> Executor:
     """The executor called ``name``, or a non-retryable error saying what to do."""
     cls = EXECUTORS.get(name)
     if cls is None:
-        hint = f"unknown executor {name!r}"
         raise ApplicationError(
-            f"{hint}; available: {sorted(EXECUTORS)}. "
+            f"unknown executor {name!r}; available: {sorted(EXECUTORS)}. "
             "Pass executor='shell' in the input or set IMPLFLOW_EXECUTOR=shell on the worker.",
             type=EXECUTOR_UNAVAILABLE,
             non_retryable=True,

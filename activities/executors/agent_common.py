@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_errors import AGENT_STALLED
 from activities.executors.base import ExecutionContext
+from activities.executors.process import heartbeat_every_s
 from activities.executors.stream import (
     Event,
     StreamLimits,
@@ -229,7 +230,7 @@ class AgentExecutor(Generic[SettingsT]):
                     timeout_s=pin.phase.timeout_s,
                     stall_s=self.settings.stall_s,
                     linger_s=self.settings.linger_s,
-                    heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
+                    heartbeat_every_s=heartbeat_every_s(pin.phase.heartbeat_s),
                 ),
                 on_event=on_event,
                 is_final=is_final,

@@ -46,7 +46,7 @@ from activities.executors.agent_errors import (
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.process import run_process, scrubbed_env
+from activities.executors.process import heartbeat_every_s, run_process, scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.settings import Settings as ImplflowSettings
 
@@ -300,7 +300,7 @@ class _Toolbox:
                 log_path=log_path,
                 timeout_s=timeout,
                 heartbeat=beat,
-                heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
+                heartbeat_every_s=heartbeat_every_s(pin.phase.heartbeat_s),
             )
         except FileNotFoundError:
             return self._refused("run_command", f"program {argv[0]!r} not found")

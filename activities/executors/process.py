@@ -29,6 +29,11 @@ class ProcessResult:
     tail: str
 
 
+def heartbeat_every_s(heartbeat_timeout_s: float) -> float:
+    """How often to heartbeat: four times per heartbeat timeout, between 0.5 s and 15 s."""
+    return max(0.5, min(heartbeat_timeout_s / 4, 15.0))
+
+
 def scrubbed_env(allow: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
     """Only the allowed variables of this process, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k in set(allow)}

@@ -14,7 +14,7 @@ import shutil
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.process import run_process, scrubbed_env
+from activities.executors.process import heartbeat_every_s, run_process, scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE, PHASE_COMMAND_FAILED
 
 
@@ -61,7 +61,7 @@ class ShellExecutor:
             log_path=log_path,
             timeout_s=pin.phase.timeout_s,
             heartbeat=ctx.heartbeat,
-            heartbeat_every_s=max(0.5, min(pin.phase.heartbeat_s / 4, 15.0)),
+            heartbeat_every_s=heartbeat_every_s(pin.phase.heartbeat_s),
         )
         if result.returncode != 0:
             raise ApplicationError(
