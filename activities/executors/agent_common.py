@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_errors import AGENT_STALLED
 from activities.executors.base import ExecutionContext
-from activities.executors.process import heartbeat_every_s
+from activities.process import heartbeat_every_s
 from activities.executors.stream import (
     Event,
     StreamLimits,

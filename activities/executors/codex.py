@@ -75,7 +75,7 @@ from activities.executors.agent_errors import (
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.process import scrubbed_env
+from activities.process import scrubbed_env
 from activities.executors.stream import Event, StreamResult
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.models import AgentUsage, PhaseInput

@@ -46,7 +46,7 @@ from activities.executors.agent_errors import (
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.process import heartbeat_every_s, run_process, scrubbed_env
+from activities.process import heartbeat_every_s, run_process, scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.settings import Settings as ImplflowSettings
 

@@ -14,7 +14,7 @@ import shutil
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.process import heartbeat_every_s, run_process, scrubbed_env
+from activities.process import heartbeat_every_s, run_process, scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE, PHASE_COMMAND_FAILED
 
 

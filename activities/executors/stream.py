@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from activities.executors.process import _tail, kill_group, stop_group
+from activities.process import _tail, kill_group, stop_group
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """One event may carry a whole file (a tool result); refuse only absurd lines."""

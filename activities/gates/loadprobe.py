@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from activities.executors.process import _tail, run_process, scrubbed_env
+from activities.process import _tail, run_process, scrubbed_env
 from activities.gates.loadprobe_models import (
     PORT_PLACEHOLDER,
     PROBE_HOST,

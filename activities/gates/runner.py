@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from activities.executors.process import run_process, scrubbed_env
+from activities.process import run_process, scrubbed_env
 from activities.gates.config import CheckConfig, GateConfig, load_gate_config
 from activities.gates.gate_models import (
     MAX_FAILURE_SUMMARY_CHARS,
