@@ -26,8 +26,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.executors import ExecutionContext, get_executor
-from activities.process import run_process, scrubbed_env
 from activities.gates.config import CONFIG_FILE as GATES_FILE
+from activities.process import run_process, scrubbed_env
 from activities.workspace import (
     GitError,
     RoundKey,

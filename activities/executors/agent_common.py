@@ -25,7 +25,6 @@ from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_errors import AGENT_STALLED
 from activities.executors.base import ExecutionContext
-from activities.process import heartbeat_every_s
 from activities.executors.stream import (
     Event,
     StreamLimits,
@@ -33,6 +32,7 @@ from activities.executors.stream import (
     StreamStalled,
     run_event_stream,
 )
+from activities.process import heartbeat_every_s
 from activities.specialists import (
     DEFAULT_SPECIALIST,
     SpecialistError,

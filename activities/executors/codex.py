@@ -75,8 +75,8 @@ from activities.executors.agent_errors import (
     BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.process import scrubbed_env
 from activities.executors.stream import Event, StreamResult
+from activities.process import scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE
 from implflow.models import AgentUsage, PhaseInput
 from implflow.settings import Settings

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import psutil
 
-from activities.process import _tail, run_process, scrubbed_env
 from activities.gates.loadprobe_models import (
     PORT_PLACEHOLDER,
     PROBE_HOST,
@@ -43,6 +42,7 @@ from activities.gates.loadprobe_models import (
     LoadThresholds,
     check_load_thresholds,
 )
+from activities.process import _tail, run_process, scrubbed_env
 from implflow.errors import ImplflowError
 
 __all__ = [

@@ -27,7 +27,6 @@ from typing import Any
 
 import psutil
 
-from activities.process import run_process, scrubbed_env
 from activities.gates.config import CheckConfig, GateConfig, load_gate_config
 from activities.gates.gate_models import (
     MAX_FAILURE_SUMMARY_CHARS,
@@ -53,6 +52,7 @@ from activities.gates.reports import (
     parse_openapi,
     parse_sarif,
 )
+from activities.process import run_process, scrubbed_env
 from implflow.models import Thresholds
 
 __all__ = [
