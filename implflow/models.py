@@ -40,10 +40,18 @@ PHASES: tuple[str, ...] = (
 MAX_DESCRIPTION_CHARS = 20_000
 """Task text travels in history; keep it well under Temporal's payload limits."""
 
-PhaseName = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_-]{0,39}$")
-]
+PHASE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+"""The one spelling of a safe phase name (it becomes part of file and ref paths)."""
+
+PhaseName = Annotated[str, StringConstraints(strip_whitespace=True, pattern=PHASE_NAME_PATTERN)]
 """Lower-case letters, digits, ``-`` and ``_``: phase names become file and branch paths."""
+ApprovalKind = Literal["approval", "gate", "budget", "question"]
+"""Why a task waits for a person: a configured approval, a failed gate, a budget stop, or the
+review's blocking questions."""
+
+ProjectKind = Literal["python", "node", "none"]
+"""What kind of project a gate preset was chosen for."""
+
 Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1)]
 
 
@@ -281,7 +289,7 @@ class Decision(_Record):
     decision: Literal["approve", "reject", "waive", "abort", "expired"]
     approver: str
     at: datetime
-    kind: Literal["approval", "gate", "budget", "question"] = "approval"
+    kind: ApprovalKind = "approval"
     comment: str = ""
     feedback: str = ""
     rewind_to: str | None = None
@@ -451,7 +459,7 @@ class Ledger(_Record):
 
 class PendingApproval(_Record):
     phase: str
-    kind: Literal["approval", "gate", "budget", "question"] = "approval"
+    kind: ApprovalKind = "approval"
     evidence: str = ""
     since: datetime
     commit: str | None = None

@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from implflow import TASK_QUEUE
 
+DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+"""The only worker environment variables a subprocess (agent, gate tool, service) inherits."""
+
 
 class Settings(BaseSettings):
     """Everything a worker or the CLI reads from its environment."""
@@ -60,7 +63,7 @@ class Settings(BaseSettings):
     server_port: int = Field(default=7233, ge=1, le=65535)
     ui_port: int = Field(default=8233, ge=1, le=65535)
     env_allowlist: list[str] = Field(
-        default_factory=lambda: ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"],
+        default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST),
         description="Variables an executor subprocess inherits; everything else is scrubbed.",
     )
 
