@@ -25,8 +25,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.executors import ExecutionContext, get_executor
-from activities.gates.config import CONFIG_FILE as GATES_FILE
+from activities.executors import ExecutionContext, ExecutorRegistry
 from activities.process import run_process, scrubbed_env
 from activities.workspace import (
     GitError,
@@ -36,9 +35,16 @@ from activities.workspace import (
     record_round,
     task_dir,
 )
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from implflow.errors import (
+    EXECUTOR_UNAVAILABLE,
+    GATE_CONFIG_INVALID,
+    GIT_FAILED,
+    GIT_PUSH_FAILED,
+    PHASE_TIMEOUT,
+    PULL_REQUEST_FAILED,
+)
+from implflow.layout import GATES_FILE, LOGS_DIR
 from implflow.models import (
-    GateCheck,
     GateInput,
     GateResult,
     PhaseInput,
@@ -47,6 +53,7 @@ from implflow.models import (
     PrepareResult,
     PullRequestInput,
     ReminderInput,
+    RoundRecord,
 )
 from implflow.settings import Settings
 
@@ -55,16 +62,20 @@ T = TypeVar("T")
 
 
 class ImplActivities:
-    """The activities of ``ImplementationWorkflow``, bound to one worker's settings."""
+    """The activities of ``ImplementationWorkflow``, bound to one worker's settings.
+
+    The worker's executors are built from the same settings, once, on first use.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.executors = ExecutorRegistry(settings)
 
     @activity.defn(name="prepare_task")
     async def prepare_task(self, inp: PrepareInput) -> PrepareResult:
         """Resolve the executor (input, else the worker default) and check it and the repo."""
         name = (inp.executor or self.settings.executor).strip().lower()
-        get_executor(name)  # raises a non-retryable error naming what to install or set
+        self.executors.get(name)  # raises a non-retryable error naming what to install or set
         kind, base = await asyncio.to_thread(check_repo, inp.repo)
         log.info("task prepared", workflow_id=inp.workflow_id, executor=name, repo_kind=kind)
         return PrepareResult(executor=name, repo_kind=kind, base_commit=base)
@@ -77,14 +88,14 @@ class ImplActivities:
             workflow_id=inp.workflow_id, phase=inp.phase.name, round=inp.round, attempt=info.attempt
         )
         started = time.monotonic()
-        executor = get_executor(inp.executor)
+        executor = self.executors.get(inp.executor)
         checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
         key = RoundKey(inp.workflow_id, inp.phase.name, inp.round)
         start = await self._git(checkout.sync)
         recorded = await self._git(checkout.recorded, key)
         if recorded is not None:
             bound.info("phase round already committed; returning the recorded outcome")
-            return _from_record(recorded, inp, info.attempt, checkout.branch)
+            return recorded.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
         scratch = task_dir(inp.workflow_id, self.settings.workspaces)
         context_file = scratch / "context" / f"{inp.phase.name}-r{inp.round}.json"
         context_file.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +113,7 @@ class ImplActivities:
                     attempt=info.attempt,
                     workdir=checkout.dir,
                     context_file=context_file,
-                    log_dir=checkout.dir / ".implflow" / "logs",
+                    log_dir=checkout.dir / LOGS_DIR,
                     env_allowlist=tuple(self.settings.env_allowlist),
                     heartbeat=beat,
                 )
@@ -111,31 +122,27 @@ class ImplActivities:
             bound.warning("phase cancelled; executor stopped")
             raise
         except TimeoutError as err:
-            raise ApplicationError(str(err), type="PhaseTimeout") from None
-        usage = outcome.usage
-        record = {
-            "phase": inp.phase.name,
-            "round": inp.round,
-            "attempt": info.attempt,
-            "executor": executor.name,
-            "outcome": outcome.outcome,
-            "summary": outcome.summary[:2000],
-            "duration_s": round(time.monotonic() - started, 3),
-            "artifacts": [_relative(a, checkout.dir) for a in outcome.artifacts],
-            "usage": usage.model_dump() if usage else None,
-        }
-        session = usage.session_id if usage else None
+            raise ApplicationError(str(err), type=PHASE_TIMEOUT) from None
+        record = RoundRecord(
+            phase=inp.phase.name,
+            round=inp.round,
+            attempt=info.attempt,
+            executor=executor.name,
+            outcome=outcome.outcome,
+            summary=outcome.summary[:2000],
+            duration_s=round(time.monotonic() - started, 3),
+            artifacts=[_relative(a, checkout.dir) for a in outcome.artifacts],
+            usage=outcome.usage,
+        )
         try:
-            commit = await asyncio.to_thread(
-                checkout.commit_round, key, start, info.attempt, executor.name, session, record
-            )
+            commit = await asyncio.to_thread(checkout.commit_round, key, start, record)
         except GitError as err:
             # Another attempt may have pushed this round first: then its outcome stands.
             await self._git(checkout.sync)
             again = await self._git(checkout.recorded, key)
             if again is not None:
-                return _from_record(again, inp, info.attempt, checkout.branch)
-            raise ApplicationError(str(err), type="GitPushFailed") from None
+                return again.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
+            raise ApplicationError(str(err), type=GIT_PUSH_FAILED) from None
         bound.info("phase committed", outcome=outcome.outcome, commit=commit[:12])
         if inp.record:
             where = await self._git(
@@ -144,18 +151,25 @@ class ImplActivities:
                 key,
                 start,
                 commit,
-                record["summary"],
+                record.summary,
                 self.settings.cassettes,
             )
             bound.info("round recorded to cassette", cassette=str(where))
-        return _from_record(
-            {**record, "commit": commit}, inp, info.attempt, checkout.branch, reused=False
+        committed = record.model_copy(update={"commit": commit})
+        return committed.phase_result(
+            inp, attempt=info.attempt, branch=checkout.branch, reused=False
         )
 
     @activity.defn(name="run_gate")
     async def run_gate(self, inp: GateInput) -> GateResult:
-        """Run the phase's checks on the task branch; reports are committed, not returned."""
-        from activities.gates.runner import run_gate as run_checks  # tools only a gate needs
+        """Run the phase's checks on the task branch; reports are committed, not returned.
+
+        An invalid ``.implflow/gates.toml`` fails the task at once (``GATE_CONFIG_INVALID``,
+        never retried): only a person fixing the file on the main line helps.
+        """
+        # Tools only a gate needs.
+        from activities.gates.config import GateConfigError
+        from activities.gates.runner import run_gate as run_checks
 
         info = activity.info()
         bound = log.bind(
@@ -168,10 +182,10 @@ class ImplActivities:
         checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
         key = RoundKey(inp.workflow_id, inp.phase, inp.round)
         start = await self._git(checkout.sync)
-        recorded = await self._git(checkout.recorded, key, True)
+        recorded = await self._git(checkout.recorded_verdict, key)
         if recorded is not None:
             bound.info("gate already recorded; returning its verdict")
-            return _gate_result(recorded)
+            return GateResult.model_validate(recorded)
 
         def beat(details: dict[str, object]) -> None:
             activity.heartbeat({"gate": inp.phase, "round": inp.round, **details})
@@ -179,29 +193,33 @@ class ImplActivities:
         beat({"state": "started"})
         if inp.base_commit:  # the agent may not loosen its own gates: the task's base decides
             await self._git(checkout.pin_file, GATES_FILE, inp.base_commit)
-        verdict = await run_checks(
-            inp.phase,
-            checkout.dir,
-            inp.round,
-            inp.thresholds,
-            base_ref=inp.base_commit,
-            baseline=inp.baseline or None,
-            heartbeat=beat,
-        )
-        record = verdict.model_dump(mode="json")
+        try:
+            verdict = await run_checks(
+                inp.phase,
+                checkout.dir,
+                inp.round,
+                inp.thresholds,
+                base_ref=inp.base_commit,
+                baseline=inp.baseline or None,
+                heartbeat=beat,
+            )
+        except GateConfigError as err:
+            raise ApplicationError(str(err), type=GATE_CONFIG_INVALID, non_retryable=True) from None
+        # The record cannot name the commit it is part of: ``recorded`` adds it when read.
+        record = verdict.model_dump(mode="json", exclude={"commit"})
         try:
             commit = await asyncio.to_thread(checkout.commit_gate, key, start, record)
         except GitError as err:
-            raise ApplicationError(str(err), type="GitPushFailed") from None
+            raise ApplicationError(str(err), type=GIT_PUSH_FAILED) from None
         bound.info("gate done", passed=verdict.passed, commit=commit[:12])
-        return _gate_result({**record, "commit": commit})
+        return verdict.model_copy(update={"commit": commit})
 
     async def _git(self, fn: Callable[..., T], *args: Any) -> T:
         """Git work off the event loop; git failures become retryable activity errors."""
         try:
             return await asyncio.to_thread(fn, *args)
         except GitError as err:
-            raise ApplicationError(str(err), type="GitFailed") from None
+            raise ApplicationError(str(err), type=GIT_FAILED) from None
 
     @activity.defn(name="open_pull_request")
     async def open_pull_request(self, inp: PullRequestInput) -> str:
@@ -236,7 +254,7 @@ class ImplActivities:
         if result.returncode != 0:
             raise ApplicationError(
                 f"pull request command exited {result.returncode}: {result.tail[-300:]}",
-                type="PullRequestFailed",
+                type=PULL_REQUEST_FAILED,
             )
         lines = result.tail.strip().splitlines()
         return lines[-1][:500] if lines else ""
@@ -285,60 +303,6 @@ def _relative(path: str, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return path
-
-
-def _from_record(
-    record: dict[str, Any], inp: PhaseInput, attempt: int, branch: str, reused: bool = True
-) -> PhaseResult:
-    usage = record.get("usage") or {}
-    return PhaseResult(
-        phase=inp.phase.name,
-        round=inp.round,
-        attempt=attempt,
-        outcome=record.get("outcome", "done"),
-        summary=str(record.get("summary", ""))[:2000],
-        commit=record.get("commit"),
-        branch=branch,
-        reused=reused,
-        duration_s=float(record.get("duration_s", 0.0)),
-        artifacts=list(record.get("artifacts", [])),
-        cost_usd=float(usage.get("cost_usd") or 0.0),
-        tokens=int(usage.get("input_tokens") or 0) + int(usage.get("output_tokens") or 0),
-        turns=int(usage.get("turns") or 0),
-        session_id=usage.get("session_id"),
-    )
-
-
-def _gate_result(record: dict[str, Any]) -> GateResult:
-    """The small verdict the workflow keeps (figures and one-liners; reports stay on the branch)."""
-    return GateResult(
-        phase=str(record.get("phase", "")),
-        round=int(record.get("round", 0)),
-        passed=bool(record.get("passed")),
-        checks=[
-            GateCheck(
-                name=str(c.get("name", "")),
-                passed=bool(c.get("passed")),
-                summary=str(c.get("summary", ""))[:300],
-                figures={
-                    k: v
-                    for k, v in (c.get("figures") or {}).items()
-                    if isinstance(v, (int, float, str))
-                },
-                threshold=str(c.get("threshold", "")),
-            )
-            for c in record.get("checks", [])
-        ],
-        failure_summary=str(record.get("failure_summary", ""))[:4000],
-        report_dir=record.get("report_dir"),
-        commit=record.get("commit"),
-        questions=[
-            str(q)[:500]
-            for c in record.get("checks", [])
-            if c.get("name") == "review" and not c.get("passed")
-            for q in (c.get("details") or [])
-        ][:20],
-    )
 
 
 def _fill(template: str, values: dict[str, str]) -> str:

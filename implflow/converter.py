@@ -4,7 +4,8 @@ It is temporalio's ``pydantic_data_converter`` with one addition: a payload that
 fails model validation raises a *non-retryable* ``ApplicationError`` whose
 message is one line naming the field. Without this, a bad ``--input`` given to
 ``temporal workflow start`` would fail the workflow task and be retried forever.
-Signals that fail validation are logged and dropped by the SDK, as before.
+The same for a payload that cannot be decoded at all (an unknown encoding, broken JSON).
+The workflow's own handlers decode their payloads themselves (``workflows/messages.py``).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ class ImplflowPayloadConverter(PydanticPayloadConverter):
         except pydantic.ValidationError as err:
             raise ApplicationError(
                 describe_validation_error(err), type=INVALID_INPUT, non_retryable=True
+            ) from None
+        except (KeyError, ValueError, RuntimeError, TypeError) as err:
+            # An unknown encoding or a payload that is not what its encoding says: refused
+            # once (a workflow fails, a signal is dropped), never a workflow task retried.
+            what = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            raise ApplicationError(
+                f"invalid input: undecodable payload: {what}", type=INVALID_INPUT, non_retryable=True
             ) from None
 
 

@@ -1,7 +1,9 @@
 """Error types shared by workflows, activities, the client and the CLI.
 
 Temporal matches non-retryable errors by their type string, so the strings are
-constants here and nowhere else.
+constants here and nowhere else. The values are part of implflow's public shape: they are in
+saved histories and in users' scripts (``temporal workflow list --query``, retry policies), so
+a constant may be renamed but its string never changes.
 """
 
 from __future__ import annotations
@@ -27,8 +29,51 @@ REJECTION_LIMIT = "RejectionLimitReached"
 BUDGET_EXCEEDED = "BudgetExceeded"
 """An agent or the task ledger reached a budget cap; a person decides (more budget, abort)."""
 
+PHASE_FAILED = "PhaseFailed"
+"""A task failed for a reason that carried no type of its own."""
+
+PHASE_TIMEOUT = "PhaseTimeout"
+"""A phase's executor ran past the phase's ``timeout_s``; its process group was killed."""
+
+GIT_FAILED = "GitFailed"
+"""A git command on the task's checkout failed (fetch, checkout, show); retryable."""
+
+GIT_PUSH_FAILED = "GitPushFailed"
+"""Committing or pushing a round to the task branch failed and no other attempt had pushed it."""
+
+PULL_REQUEST_FAILED = "PullRequestFailed"
+"""The worker's ``IMPLFLOW_PR_COMMAND`` exited non-zero; retryable."""
+
+REPLAY_PATCH_FAILED = "ReplayPatchFailed"
+"""A cassette's patch does not apply to the checkout: the cassette and the repo disagree."""
+
+AGENT_PERMISSION_DENIED = "AgentPermissionDenied"
+"""The agent was refused tool calls (permission mode / allowed tools). Never retried:
+the same settings would refuse them again; fix the configuration."""
+
+AGENT_STALLED = "AgentStalled"
+"""No event from the agent for the configured stall time; its process group was killed."""
+
+AGENT_API_ERROR = "AgentApiError"
+"""The model API failed (HTTP 5xx, overload, network) after the agent's own retries."""
+
+AGENT_FAILED = "AgentFailed"
+"""The agent ended without a usable result (crash, error during execution)."""
+
 ABORTED = "Aborted"
 """A person aborted the task at a decision point."""
+
+GATE_CONFIG_INVALID = "GateConfigInvalid"
+"""The repository's ``.implflow/gates.toml`` is invalid: a person fixes it, never a retry."""
+
+LOAD_PROBE_FAILED = "LoadProbeFailed"
+"""The load probe could not measure: port taken, load tool crashed or printed no figures."""
+
+SERVICE_NOT_HEALTHY = "LoadProbeServiceNotHealthy"
+"""The probed service exited or its health URL did not answer in time: the service's fault."""
+
+LOAD_TOOL_UNAVAILABLE = "LoadToolUnavailable"
+"""``wrk`` is not installed on this worker: a setup problem, never worth a retry."""
 
 NON_RETRYABLE_PHASE_ERRORS: tuple[str, ...] = (
     INVALID_INPUT,
@@ -40,7 +85,11 @@ NON_RETRYABLE_PHASE_ERRORS: tuple[str, ...] = (
 
 
 class ImplflowError(Exception):
-    """Base class of implflow's own (non-Temporal) errors, e.g. in the client and CLI."""
+    """Base class of implflow's own (non-Temporal) errors: client, CLI, activities' internals.
+
+    Activities turn these into ``ApplicationError`` with a type above before they leave the
+    activity; workflow code raises ``ApplicationError`` only.
+    """
 
 
 class InvalidInputError(ImplflowError, ValueError):

@@ -55,10 +55,18 @@ ProjectKind = Literal["python", "node", "none"]
 Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1)]
 
 
-class _Input(BaseModel):
-    """Base for everything a user or another program sends in."""
+MAX_WAIT_S = 366 * 86400.0
+"""The longest approval wait or reminder delay accepted: one year (a finite timer)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+
+class _Input(BaseModel):
+    """Base for everything a user or another program sends in.
+
+    Strict: no string-to-number or string-to-bool coercion (``"3"`` is not 3, ``"yes"`` is not
+    true); no NaN or infinity; unknown fields refused.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=False, strict=True, allow_inf_nan=False)
 
 
 class _Record(BaseModel):
@@ -97,6 +105,12 @@ class RetrySpec(_Input):
     backoff: float = Field(default=2.0, ge=1.0, le=10.0)
     maximum_interval_s: float = Field(default=120.0, gt=0, le=86400)
 
+    @model_validator(mode="after")
+    def _intervals_consistent(self) -> RetrySpec:
+        if self.maximum_interval_s < self.initial_interval_s:
+            raise ValueError("retry.maximum_interval_s must be >= retry.initial_interval_s")
+        return self
+
 
 class PhaseSpec(_Input):
     """One step of the pipeline. The pipeline is a list of these: data, not code."""
@@ -119,8 +133,12 @@ class ApprovalPolicy(_Input):
     approvers: list[str] = Field(
         default_factory=list, description="Allowlist for the `decide` update; empty = anyone."
     )
-    remind_after_s: float = Field(default=86400.0, gt=0, description="Reminder after 1 day.")
-    deadline_s: float = Field(default=3 * 86400.0, gt=0, description="Expiry after 3 days.")
+    remind_after_s: float = Field(
+        default=86400.0, gt=0, le=MAX_WAIT_S, description="Reminder after 1 day (at most 366)."
+    )
+    deadline_s: float = Field(
+        default=3 * 86400.0, gt=0, le=MAX_WAIT_S, description="Expiry after 3 days (at most 366)."
+    )
     on_expiry: Literal["fail", "wait"] = "fail"
     max_rejections: int = Field(default=3, ge=0, le=50, description="Rejections per gate.")
 
@@ -134,9 +152,9 @@ class ApprovalPolicy(_Input):
 class Budget(_Input):
     """Caps for agent executors (enforced by the executors that spend money)."""
 
-    max_usd_per_phase: float | None = Field(default=None, gt=0)
-    max_usd_total: float | None = Field(default=None, gt=0)
-    max_turns_per_phase: int | None = Field(default=None, gt=0)
+    max_usd_per_phase: float | None = Field(default=None, gt=0, le=1_000_000)
+    max_usd_total: float | None = Field(default=None, gt=0, le=1_000_000)
+    max_turns_per_phase: int | None = Field(default=None, gt=0, le=100_000)
 
 
 class Thresholds(_Input):
@@ -367,6 +385,52 @@ class PhaseResult(_Record):
     session_id: str | None = None
 
 
+class RoundRecord(_Record):
+    """One phase round's outcome, stored on the task branch as ``<RUNS_DIR>/<phase>-r<round>.json``.
+
+    The phase activity commits it with the round's work; a retry that finds the commit
+    returns it (``phase_result``) instead of paying the agent twice. Every field has a
+    default: records written by earlier versions, or a file that no longer parses, still
+    read as "this round is done".
+    """
+
+    phase: str = ""
+    round: int = 0
+    attempt: int = 0
+    """The attempt that did the work (the trailer ``Implflow-Attempt``)."""
+    executor: str = ""
+    outcome: Literal["done", "nothing-to-do"] = "done"
+    summary: str = ""
+    duration_s: float = 0.0
+    artifacts: list[str] = Field(default_factory=list)
+    """Files the executor wrote (logs, transcripts), relative to the checkout where possible."""
+    usage: AgentUsage | None = None
+    commit: str | None = Field(default=None, exclude=True)
+    """The commit holding this record: known once pushed, so never stored in the file."""
+
+    def phase_result(
+        self, inp: PhaseInput, *, attempt: int, branch: str, reused: bool = True
+    ) -> PhaseResult:
+        """What the activity returns for the round (``reused``: found on the branch)."""
+        usage = self.usage or AgentUsage()
+        return PhaseResult(
+            phase=inp.phase.name,
+            round=inp.round,
+            attempt=attempt,
+            outcome=self.outcome,
+            summary=self.summary[:2000],  # PhaseResult's bound
+            commit=self.commit,
+            branch=branch,
+            reused=reused,
+            duration_s=self.duration_s,
+            artifacts=self.artifacts,
+            cost_usd=usage.cost_usd or 0.0,
+            tokens=usage.input_tokens + usage.output_tokens,
+            turns=usage.turns,
+            session_id=usage.session_id,
+        )
+
+
 class PullRequestInput(_Input):
     workflow_id: str
     repo: str
@@ -387,26 +451,119 @@ class GateInput(_Input):
     baseline: dict[str, float] = Field(default_factory=dict)
 
 
+GateFigure = int | float | str
+"""A check's key figure: a count, a measurement or a short label (never a list or mapping)."""
+
+MAX_CHECK_SUMMARY_CHARS = 300
+"""A check's one-line summary (and its threshold text) is cut to this many characters."""
+
+MAX_CHECK_DETAILS = 10
+MAX_DETAIL_CHARS = 300
+"""A check keeps at most this many detail lines (failed tests, findings), each this long."""
+
+MAX_FAILURE_SUMMARY_CHARS = 2000
+"""The feedback text of a repair round is cut to this many characters."""
+
+MAX_QUESTIONS = 20
+MAX_QUESTION_CHARS = 500
+
+UNANSWERED_BLOCKING = "unanswered_blocking"
+"""The figure a review check counts its unanswered ``[blocking]`` questions in; a failed
+check with it above zero lists those questions in its ``details``."""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class GateCheck(_Record):
+    """One check of a gate: what was measured, the rule it was held to, and the outcome.
+
+    The gate runner builds it and the workflow keeps it, so it bounds itself: text is cut,
+    figures keep scalars only, details are capped. The full reports stay on the branch.
+    """
+
     name: str
     passed: bool
     summary: str = ""
-    figures: dict[str, float | str] = Field(default_factory=dict)
+    """One line: what passed or what is wrong (and, for a missing tool, what to install)."""
+    figures: dict[str, GateFigure] = Field(default_factory=dict)
+    """Key figures, e.g. ``{"line_rate_pct": 71.4}`` or ``{"high": 1, "total": 3}``."""
     threshold: str = ""
+    """The rule the figures were held to, e.g. ``line_rate_pct >= 80``."""
+    skipped: bool = False
+    """The check could not apply (e.g. no ``base_ref`` to diff against); counts as passed."""
+    details: list[str] = Field(default_factory=list)
+    """A few examples behind a failure: failed tests, top findings, contract errors."""
+    report: str | None = None
+    """The report (or log) file, relative to the checkout; ``None`` for checks without one."""
+
+    @field_validator("summary", "threshold")
+    @classmethod
+    def _one_short_line(cls, value: str) -> str:
+        return _clip(value, MAX_CHECK_SUMMARY_CHARS)
+
+    @field_validator("figures", mode="before")
+    @classmethod
+    def _scalar_figures(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if isinstance(v, int | float | str)}
+        return value
+
+    @field_validator("details")
+    @classmethod
+    def _few_details(cls, value: list[str]) -> list[str]:
+        return [_clip(line, MAX_DETAIL_CHARS) for line in value[:MAX_CHECK_DETAILS]]
 
 
 class GateResult(_Record):
-    """A gate's verdict: small; the full reports are on the branch under ``report_dir``."""
+    """A gate's verdict for one phase round, from the gate runner to the workflow as it is.
+
+    Small: it travels in history; the full reports are on the branch under ``report_dir``.
+    """
 
     phase: str
     round: int
     passed: bool
     checks: list[GateCheck] = Field(default_factory=list)
-    failure_summary: str = Field(default="", max_length=4000)
+    failure_summary: str = ""
+    """Feedback for a repair round: each failed check and its first examples."""
     report_dir: str | None = None
+    """Where reports and logs were written, relative to the checkout."""
     commit: str | None = None
+    """The gate's commit on the task branch (set by the activity once it is pushed)."""
     questions: list[str] = Field(default_factory=list)
-    """Unanswered blocking questions of the review: only a person can answer them."""
+    """Unanswered blocking questions of the review: only a person can answer them.
+    When not given, they are read from the checks (see ``UNANSWERED_BLOCKING``), which is
+    also how a verdict recorded on the branch before this field existed is read."""
+    config_source: str = ""
+    """``preset:python``, ``preset:node``, ``.implflow/gates.toml [over preset:…]`` or ``none``."""
+
+    @field_validator("failure_summary")
+    @classmethod
+    def _short_feedback(cls, value: str) -> str:
+        return _clip(value, MAX_FAILURE_SUMMARY_CHARS)
+
+    @field_validator("questions")
+    @classmethod
+    def _few_questions(cls, value: list[str]) -> list[str]:
+        return _bounded_questions(value)
+
+    @model_validator(mode="after")
+    def _questions_from_checks(self) -> GateResult:
+        if "questions" not in self.model_fields_set:
+            found = [
+                question
+                for check in self.checks
+                if not check.passed and _positive(check.figures.get(UNANSWERED_BLOCKING))
+                for question in check.details
+            ]
+            self.questions = _bounded_questions(found)
+        return self
+
+    def figures(self) -> dict[str, dict[str, GateFigure]]:
+        """``{check name: figures}``: e.g. the baseline an optimize gate compares against."""
+        return {check.name: dict(check.figures) for check in self.checks}
 
     def evidence(self) -> str:
         """One line per check: what was measured against what, and where the reports are."""
@@ -418,6 +575,14 @@ class GateResult(_Record):
         if self.report_dir:
             lines.append(f"reports: {self.report_dir} @ {(self.commit or '')[:12]}")
         return "\n".join(lines)[:3000]
+
+
+def _positive(figure: GateFigure | None) -> bool:
+    return isinstance(figure, int | float) and figure > 0
+
+
+def _bounded_questions(questions: list[str]) -> list[str]:
+    return [_clip(q, MAX_QUESTION_CHARS) for q in questions[:MAX_QUESTIONS]]
 
 
 class ReminderInput(_Input):
@@ -483,6 +648,9 @@ class TaskStatus(_Record):
     error: str | None = None
     ledger: Ledger = Field(default_factory=Ledger)
     branch: str | None = None
+    repo: str | None = None
+    documents: list[str] = Field(default_factory=list)
+    """Paths on ``branch`` of the documents written so far (the review, the design)."""
 
 
 class ImplementationResult(_Record):

@@ -5,7 +5,21 @@ Pure functions only: the workflow calls them, so they must be deterministic.
 
 from __future__ import annotations
 
-from implflow.models import PHASES, ImplementationInput, PhaseSpec, RetrySpec
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from implflow import errors
+from implflow.models import (
+    PHASES,
+    Budget,
+    ImplementationInput,
+    PhaseInput,
+    PhaseSpec,
+    PhaseStatus,
+    PhaseSummary,
+    RetrySpec,
+)
 
 DEFAULT_APPROVALS: tuple[str, ...] = ("design", "verify")
 
@@ -62,3 +76,44 @@ def build_pipeline(task: ImplementationInput) -> list[PhaseSpec]:
         for p in phases:
             p.approval = p.name in wanted
     return [p for p in phases if p.name not in set(task.skip)]
+
+
+def retry_policy(spec: PhaseSpec) -> RetryPolicy:
+    """The Temporal retry policy of a phase's named, bounded ``RetrySpec``."""
+    r = spec.retry
+    return RetryPolicy(
+        maximum_attempts=r.maximum_attempts,
+        initial_interval=timedelta(seconds=r.initial_interval_s),
+        backoff_coefficient=r.backoff,
+        maximum_interval=timedelta(seconds=r.maximum_interval_s),
+        non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS),
+    )
+
+
+def phase_input(
+    workflow_id: str,
+    task: ImplementationInput,
+    spec: PhaseSpec,
+    round: int,
+    executor: str,
+    feedback: list[str],
+    done: list[PhaseStatus],
+    budget: Budget,
+) -> PhaseInput:
+    """What one phase round is given: the task, its phase spec, feedback and what came before."""
+    return PhaseInput(
+        workflow_id=workflow_id,
+        title=task.title,
+        description=task.description,
+        repo=task.repo,
+        executor=executor,
+        phase=spec,
+        round=round,
+        feedback=list(feedback),
+        previous=[PhaseSummary(name=p.name, round=p.rounds, summary=p.outcome) for p in done],
+        command=task.commands.get(spec.name),
+        budget=budget,
+        cassette=task.cassette,
+        record=task.record,
+        specialist=task.specialist,
+    )

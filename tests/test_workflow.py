@@ -201,14 +201,19 @@ async def test_bad_and_malformed_signals_are_ignored(
     async with run_worker() as (_, tq):
         h = await start(ts_env, tq, task(repo, approval={"after": ["design"]}))
         await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
-        await h.signal("approve", {"bogus": True})  # fails validation: dropped by the converter
+        await h.signal("approve", {"bogus": True})  # fails validation: recorded and dropped
         await h.signal("approve", "not even an object")
         await h.signal("approve", ApproveSignal(phase="verify", approver="x"))  # wrong phase
         await h.signal(
             "reject", RejectSignal(phase="design", approver="x", feedback="f", rewind_to="nope")
         )
         st = await wait_for(h, TaskState.AWAITING_APPROVAL, "design")
-        assert len(st.ignored_messages) == 2 and st.decisions == []
+        assert st.decisions == []
+        assert len(st.ignored_messages) == 4, st.ignored_messages
+        assert "phase: Field required" in st.ignored_messages[0]
+        assert "must be a JSON object" in st.ignored_messages[1]
+        assert "not waiting for approval" in st.ignored_messages[2]
+        assert "rewind_to 'nope'" in st.ignored_messages[3]
         await h.signal("approve", ApproveSignal(phase="design", approver="lead"))
         assert (await h.result()).state == TaskState.COMPLETED
 

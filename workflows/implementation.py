@@ -1,31 +1,33 @@
 """``ImplementationWorkflow``: one task through the pipeline, with people at the gates.
 
-Handlers:
+The story, top to bottom: prepare (check repo and executor) → for each phase: run it within
+budget → gate it → repair it or ask a person → approval where due → publish (pull request).
+
+Handlers (payloads are decoded defensively: see ``workflows/messages.py``):
 - signal ``approve`` {phase, approver, comment} and ``reject`` {phase, approver, feedback,
-  rewind_to?} answer the pending approval; a message that does not fit (wrong phase,
-  already decided, approver not allowed, unknown rewind target) is logged and ignored.
+  rewind_to?} answer the pending approval; a message that does not fit (wrong phase, already
+  decided, approver not allowed, unknown rewind target, malformed) is recorded in
+  ``ignored_messages`` and dropped.
 - update ``decide`` does the same, but its validator refuses such a message before it
   enters history and the caller gets the recorded ``Decision`` back.
 - signal ``abort`` {phase, approver, comment} ends the task at the pending decision point.
 - signals ``pause`` / ``resume``: a paused task finishes its running phase, then waits.
 - query ``status``: phases, rounds, attempts, durations, gates, the ledger, the pending
-  approval (with its evidence), decisions.
+  approval (with its evidence), decisions, ignored messages.
 
-With quality gates on, a phase is done only when its gate passes: a failed gate re-runs
-the phase with the failure as feedback (``max_repair_rounds``), then a person decides
-(waive, reject and rewind, abort). A budget cap reached asks a person too.
-
-Decisions only: every effect (executor runs, gates, reminders) is an activity.
+Decisions only: every effect (executor runs, gates, reminders) is an activity. The rules and
+bookkeeping live beside it: ``approvals.py``, ``budget.py``, ``failures.py``, ``options.py``,
+``progress.py`` (status and the UI checklist).
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
@@ -34,8 +36,8 @@ with workflow.unsafe.imports_passed_through():
     from implflow import errors
     from implflow.models import (
         AbortSignal,
+        ApprovalKind,
         ApproveSignal,
-        Budget,
         DecideInput,
         Decision,
         GateInput,
@@ -44,11 +46,9 @@ with workflow.unsafe.imports_passed_through():
         ImplementationResult,
         PauseSignal,
         PendingApproval,
-        PhaseInput,
         PhaseResult,
         PhaseSpec,
         PhaseStatusValue,
-        PhaseSummary,
         PrepareInput,
         PullRequestInput,
         RejectSignal,
@@ -56,83 +56,98 @@ with workflow.unsafe.imports_passed_through():
         TaskState,
         TaskStatus,
     )
-    from implflow.pipeline import build_pipeline
-    from workflows.approvals import decision_problem
+    from implflow.pipeline import build_pipeline, phase_input
+    from workflows import options
+    from workflows.approvals import Approvals
+    from workflows.budget import BudgetKeeper
+    from workflows.failures import failure_message, failure_type
+    from workflows.messages import (
+        MAX_INPUT_BYTES,
+        optional_payload_problem,
+        parse_payload,
+        placeholder_input,
+    )
     from workflows.progress import Progress
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
 IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
 
-PREPARE_RETRY = RetryPolicy(
-    maximum_attempts=3, non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS)
-)
-REMINDER_RETRY = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10))
-GATE_RETRY = RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=10))
-
 PATCH_GATES_AND_BUDGETS = "gates-and-budgets-v1"
 """Workflows started before this patch run without gates and budget stops, as they began."""
 PATCH_PULL_REQUEST = "pull-request-v1"
 """Workflows started before this patch never open a pull request."""
+PATCH_GATE_DECISIONS = "gate-decisions-v1"
+"""Since this patch a failed gate takes waive (with a reason), reject or abort, never a plain
+approve; and a phase whose executor had nothing to do gets no repair rounds (a person decides
+at once: re-running it cannot change the result)."""
+
+LOAD_FIGURES = ("p95_ms", "requests_per_s")
+"""Gate figures whose first measurement is the baseline later load gates compare against."""
+
+
+@dataclass
+class _Run:
+    """What prepare and the phases established about this run."""
+
+    executor: str = ""
+    base_commit: str | None = None
+    gates: bool = False
+    with_gates_and_budgets: bool = False
+    gate_decisions: bool = False
+    prepared: bool = False
+    branch: str | None = None
+    pull_request: str | None = None
+    baseline: dict[str, float] = field(default_factory=dict)
 
 
 @workflow.defn(name="ImplementationWorkflow")
 class ImplementationWorkflow:
     @workflow.init
-    def __init__(self, task: ImplementationInput) -> None:
-        # Runs before any handler, so signals/queries always see a complete state.
-        self._task = task
-        self._pipeline: list[PhaseSpec] = build_pipeline(task)
+    def __init__(self, *args: Any) -> None:
+        # Runs before any handler, so signals and queries always see a complete state. The
+        # input is decoded here (not by the SDK) so a missing or malformed one fails the
+        # workflow in ``run`` instead of failing every workflow task forever.
+        task, self._input_problem = parse_payload(ImplementationInput, args, MAX_INPUT_BYTES)
+        self._task = task or placeholder_input()
+        self._pipeline: list[PhaseSpec] = build_pipeline(self._task)
         names = [p.name for p in self._pipeline]
-        self._progress = Progress(names, [n for n in task.skip if n not in names])
+        self._progress = Progress(names, [n for n in self._task.skip if n not in names])
+        self._approvals = Approvals(self._task.approval.approvers, names)
+        self._budget = BudgetKeeper(self._task.budget)
+        self._run = _Run()
+        self._feedback: list[str] = []  # for every later round: rejections, answers
         self._state = TaskState.RUNNING
-        self._phase: str | None = names[0]
-        self._executor = ""
-        self._pending: PendingApproval | None = None
-        self._answer: Decision | None = None
-        self._decisions: list[Decision] = []
+        self._phase: str | None = names[0] if names else None
         self._paused = False
-        self._ignored: list[str] = []
         self._error: str | None = None
-        self._v2 = False
-        self._gates = False
-        self._base_commit: str | None = None
-        self._baseline: dict[str, float] = {}
-        self._extra_usd = 0.0
-        self._branch: str | None = None
-        self._pull_request: str | None = None
 
     @workflow.run
-    async def run(self, task: ImplementationInput) -> ImplementationResult:
-        self._v2 = workflow.patched(PATCH_GATES_AND_BUDGETS)
+    async def run(self, *args: Any) -> ImplementationResult:
+        if self._input_problem:
+            self._error = self._input_problem
+            self._set(TaskState.FAILED)
+            raise ApplicationError(self._error, type=errors.INVALID_INPUT, non_retryable=True)
+        task = self._task
+        self._run.with_gates_and_budgets = workflow.patched(PATCH_GATES_AND_BUDGETS)
+        self._run.gate_decisions = workflow.patched(PATCH_GATE_DECISIONS)
+        self._approvals.strict_gate_answers = self._run.gate_decisions
         self._set(TaskState.RUNNING)
         wid = workflow.info().workflow_id
         try:
-            prep = await workflow.execute_activity_method(
-                ImplActivities.prepare_task,
-                PrepareInput(workflow_id=wid, repo=task.repo, executor=task.executor),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=PREPARE_RETRY,
-                summary="prepare: check repo and executor",
-            )
-            self._executor = prep.executor
-            self._base_commit = prep.base_commit
-            self._gates = self._v2 and (
-                task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
-            )
+            await self._prepare(wid)
             await self._run_pipeline()
-            if task.pull_request and self._branch and workflow.patched(PATCH_PULL_REQUEST):
-                self._pull_request = await workflow.execute_activity_method(
+            if task.pull_request and self._run.branch and workflow.patched(PATCH_PULL_REQUEST):
+                self._run.pull_request = await workflow.execute_activity_method(
                     ImplActivities.open_pull_request,
                     PullRequestInput(
                         workflow_id=wid,
                         repo=task.repo,
-                        branch=self._branch,
+                        branch=self._run.branch,
                         title=task.title,
                         description=task.description,
                     ),
-                    start_to_close_timeout=timedelta(minutes=5),
-                    retry_policy=PREPARE_RETRY,
-                    summary=f"pull request for {self._branch}",
+                    **options.PULL_REQUEST,
+                    summary=f"pull request for {self._run.branch}",
                 )
         except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
             if is_cancelled_exception(err):
@@ -148,15 +163,31 @@ class ImplementationWorkflow:
             title=task.title,
             state=self._state,
             phases=self._progress.phases,
-            decisions=self._decisions,
+            decisions=self._approvals.decisions,
             head_commit=next((p.commit for p in reversed(self._progress.phases) if p.commit), None),
-            branch=self._branch,
+            branch=self._run.branch,
             ledger=self._progress.ledger,
-            pull_request=self._pull_request,
+            pull_request=self._run.pull_request,
         )
 
+    async def _prepare(self, wid: str) -> None:
+        """Fail fast on a repo or executor this worker cannot use; decide whether gates run."""
+        task = self._task
+        prep = await workflow.execute_activity_method(
+            ImplActivities.prepare_task,
+            PrepareInput(workflow_id=wid, repo=task.repo, executor=task.executor),
+            **options.PREPARE,
+            summary="prepare: check repo and executor",
+        )
+        self._run.executor = prep.executor
+        self._run.base_commit = prep.base_commit
+        self._run.gates = self._run.with_gates_and_budgets and (
+            task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
+        )
+        self._run.prepared = True
+
     async def _run_pipeline(self) -> None:
-        feedback: list[str] = []
+        """Each phase in order; a rejection rewinds (bounded by ``approval.max_rejections``)."""
         rejections: dict[str, int] = {}
         i = 0
         while i < len(self._pipeline):
@@ -164,97 +195,136 @@ class ImplementationWorkflow:
             if self._paused:
                 self._set(TaskState.PAUSED, spec.name)
                 await workflow.wait_condition(lambda: not self._paused)
-            outcome = await self._phase_step(spec, feedback)
-            if isinstance(outcome, PhaseResult) and spec.approval:
-                outcome = await self._await_approval(spec.name, outcome.commit)
-            if isinstance(outcome, PhaseResult) or outcome.decision in ("approve", "waive"):
+            rejected = await self._phase_step(spec)
+            if rejected is None and spec.approval:
+                answer = await self._ask(spec.name, self._progress.get(spec.name).commit)
+                rejected = None if answer.decision in ("approve", "waive") else answer
+            if rejected is None:
                 i += 1
                 continue
             rejections[spec.name] = rejections.get(spec.name, 0) + 1
-            if rejections[spec.name] > self._task.approval.max_rejections:
+            limit = self._task.approval.max_rejections
+            if rejections[spec.name] > limit:
                 raise ApplicationError(
                     f"{spec.name} was rejected {rejections[spec.name]} times "
-                    f"(approval.max_rejections={self._task.approval.max_rejections})",
+                    f"(approval.max_rejections={limit})",
                     type=errors.REJECTION_LIMIT,
                     non_retryable=True,
                 )
-            feedback.append(f"{spec.name} rejected by {outcome.approver}: {outcome.feedback}")
-            i = self._index(outcome.rewind_to or spec.name)
+            self._feedback.append(
+                f"{spec.name} rejected by {rejected.approver}: {rejected.feedback}"
+            )
+            i = self._index(rejected.rewind_to or spec.name)
             self._progress.rewound([p.name for p in self._pipeline[i:]])
 
-    async def _phase_step(self, spec: PhaseSpec, feedback: list[str]) -> PhaseResult | Decision:
-        """The phase's work; with gates on, repaired until its gate passes or a person decides."""
-        notes = list(feedback)
+    async def _phase_step(self, spec: PhaseSpec) -> Decision | None:
+        """The phase's work; with gates on, repaired until its gate passes or a person decides.
+
+        Returns the rejection when a person rejected the phase, None when it is done.
+        """
+        notes = list(self._feedback)
         repairs = 0
         while True:
-            result = await self._run_phase_within_budget(spec, notes)
-            if not self._gates:
-                return result
-            gate = await self._run_gate(spec, result)
+            result = await self._run_within_budget(spec, notes)
+            if not self._run.gates:
+                return None
+            gate = await self._gate(spec, result)
             if gate.passed:
-                return result
+                return None
             if gate.questions:  # only a person can answer the review's blocking questions
-                decision = await self._await_approval(
+                answer = await self._ask(
                     spec.name, gate.commit, kind="question", evidence="\n".join(gate.questions)
                 )
-                if decision.decision == "reject":
-                    return decision
-                feedback.append(
-                    f"Answers to the open questions ({decision.approver}): {decision.comment}"
+                if answer.decision == "reject":
+                    return answer
+                self._feedback.append(
+                    f"Answers to the open questions ({answer.approver}): {answer.comment}"
                 )
                 self._progress.get(spec.name).status = PhaseStatusValue.DONE
-                return result
-            if repairs < self._task.max_repair_rounds:
+                return None
+            repairable = not (self._run.gate_decisions and result.outcome == "nothing-to-do")
+            if repairable and repairs < self._task.max_repair_rounds:
                 repairs += 1
                 self._progress.get(spec.name).repairs = repairs
                 self._set(TaskState.REPAIRING, spec.name)
                 notes = [
-                    *feedback,
+                    *self._feedback,
                     f"The {spec.name} gate failed in round {gate.round}: {gate.failure_summary}",
                 ]
                 continue
-            decision = await self._await_approval(
+            answer = await self._ask(
                 spec.name, gate.commit or result.commit, kind="gate", evidence=gate.evidence()
             )
-            if decision.decision not in ("approve", "waive"):
-                return decision
+            if answer.decision not in ("approve", "waive"):
+                return answer
             self._progress.get(spec.name).status = PhaseStatusValue.DONE  # waived: done
-            return result
+            return None
 
-    async def _run_phase_within_budget(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
+    async def _run_within_budget(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
         """Run the phase; a budget cap reached (by the agent or the ledger) asks a person."""
         while True:
             try:
                 result = await self._run_phase(spec, notes)
             except ActivityError as err:
-                if not self._v2 or _cause_type(err) != errors.BUDGET_EXCEEDED:
+                if (
+                    not self._run.with_gates_and_budgets
+                    or failure_type(err) != errors.BUDGET_EXCEEDED
+                ):
                     raise
-                await self._budget_stop(spec.name, _cause(err))
+                await self._budget_stop(spec.name, failure_message(err))
                 continue
-            over = self._over_budget(spec.name)
+            over = self._budget.over(
+                spec.name, self._progress.get(spec.name).cost_usd, self._progress.ledger.cost_usd
+            )
             if over:
                 await self._budget_stop(spec.name, over)
             return result
 
     async def _budget_stop(self, phase: str, why: str) -> None:
-        decision = await self._await_approval(phase, None, kind="budget", evidence=why)
-        if decision.decision != "approve":
+        answer = await self._ask(phase, None, kind="budget", evidence=why)
+        if answer.decision != "approve":
             raise ApplicationError(
                 f"budget stop at {phase}: {why}", type=errors.BUDGET_EXCEEDED, non_retryable=True
             )
-        cap = self._task.budget.max_usd_per_phase or self._task.budget.max_usd_total or 1.0
-        self._extra_usd += decision.budget_usd or cap
+        self._budget.grant(answer.budget_usd)
 
-    def _over_budget(self, phase: str) -> str | None:
-        budget, extra = self._task.budget, self._extra_usd
-        spent, total = self._progress.get(phase).cost_usd, self._progress.ledger.cost_usd
-        if budget.max_usd_per_phase and spent > budget.max_usd_per_phase + extra:
-            return f"{phase} spent ${spent:.2f} of ${budget.max_usd_per_phase + extra:.2f}"
-        if budget.max_usd_total and total > budget.max_usd_total + extra:
-            return f"task spent ${total:.2f} of ${budget.max_usd_total + extra:.2f}"
-        return None
+    async def _run_phase(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
+        """One round of the phase's activity; the outcome goes into progress and the ledger."""
+        self._set(TaskState.RUNNING, spec.name)
+        rnd = self._progress.started(spec.name, workflow.now())
+        self._refresh()
+        done = [p for p in self._progress.phases if p.status == PhaseStatusValue.DONE]
+        inp = phase_input(
+            workflow.info().workflow_id,
+            self._task,
+            spec,
+            rnd,
+            self._run.executor,
+            notes,
+            done,
+            self._budget.for_phase(),
+        )
+        try:
+            result = await workflow.execute_activity_method(
+                ImplActivities.run_phase,
+                inp,
+                **options.phase_config(spec),
+                summary=f"{spec.name} · round {rnd} · {self._run.executor}",
+            )
+        except ActivityError as err:
+            self._progress.ended(
+                spec.name, PhaseStatusValue.FAILED, failure_message(err), workflow.now()
+            )
+            raise
+        self._progress.finished(result, workflow.now())
+        self._run.branch = result.branch or self._run.branch
+        workflow.logger.info(
+            "phase done", extra={"phase": spec.name, "round": rnd, "attempt": result.attempt}
+        )
+        return result
 
-    async def _run_gate(self, spec: PhaseSpec, result: PhaseResult) -> GateResult:
+    async def _gate(self, spec: PhaseSpec, result: PhaseResult) -> GateResult:
+        """The phase's quality checks; the first load figures measured become the baseline."""
         gate = await workflow.execute_activity_method(
             ImplActivities.run_gate,
             GateInput(
@@ -263,177 +333,97 @@ class ImplementationWorkflow:
                 phase=spec.name,
                 round=result.round,
                 thresholds=self._task.thresholds,
-                base_commit=self._base_commit,
-                baseline=self._baseline,
+                base_commit=self._run.base_commit,
+                baseline=self._run.baseline,
             ),
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=GATE_RETRY,
+            **options.GATE,
             summary=f"gate {spec.name} · round {result.round}",
         )
-        for check in gate.checks:  # the first load figures measured become the baseline
-            for key in ("p95_ms", "requests_per_s"):
+        for check in gate.checks:
+            for key in LOAD_FIGURES:
                 value = check.figures.get(key)
-                if isinstance(value, (int, float)) and key not in self._baseline:
-                    self._baseline[key] = float(value)
+                if isinstance(value, (int, float)) and key not in self._run.baseline:
+                    self._run.baseline[key] = float(value)
         self._progress.gated(gate)
         self._refresh()
         return gate
 
-    async def _run_phase(self, spec: PhaseSpec, feedback: list[str]) -> PhaseResult:
-        self._set(TaskState.RUNNING, spec.name)
-        rnd = self._progress.started(spec.name, workflow.now())
-        self._refresh()
-        done = [p for p in self._progress.phases if p.status == PhaseStatusValue.DONE]
-        inp = PhaseInput(
-            workflow_id=workflow.info().workflow_id,
-            title=self._task.title,
-            description=self._task.description,
-            repo=self._task.repo,
-            executor=self._executor,
-            phase=spec,
-            round=rnd,
-            feedback=list(feedback),
-            previous=[PhaseSummary(name=p.name, round=p.rounds, summary=p.outcome) for p in done],
-            command=self._task.commands.get(spec.name),
-            budget=self._phase_budget(),
-            cassette=self._task.cassette,
-            record=self._task.record,
-            specialist=self._task.specialist,
-        )
-        r = spec.retry
-        try:
-            result = await workflow.execute_activity_method(
-                ImplActivities.run_phase,
-                inp,
-                start_to_close_timeout=timedelta(seconds=spec.timeout_s + 60),
-                heartbeat_timeout=timedelta(seconds=spec.heartbeat_s),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=r.maximum_attempts,
-                    initial_interval=timedelta(seconds=r.initial_interval_s),
-                    backoff_coefficient=r.backoff,
-                    maximum_interval=timedelta(seconds=r.maximum_interval_s),
-                    non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS),
-                ),
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary=f"{spec.name} · round {rnd} · {self._executor}",
-            )
-        except ActivityError as err:
-            self._progress.ended(spec.name, PhaseStatusValue.FAILED, _cause(err), workflow.now())
-            raise
-        self._progress.finished(result, workflow.now())
-        self._branch = result.branch or self._branch
-        workflow.logger.info(
-            "phase done", extra={"phase": spec.name, "round": rnd, "attempt": result.attempt}
-        )
-        return result
-
-    async def _await_approval(
+    async def _ask(
         self,
         phase: str,
         commit: str | None,
-        kind: Literal["approval", "gate", "budget", "question"] = "approval",
+        kind: ApprovalKind = "approval",
         evidence: str = "",
     ) -> Decision:
+        """Wait durably for a person's decision (reminded once, then expired or waited on)."""
         policy = self._task.approval
-        since = workflow.now()
-        deadline = since + timedelta(seconds=policy.deadline_s)
-        self._pending = PendingApproval(
-            phase=phase, kind=kind, evidence=evidence, since=since, commit=commit, deadline=deadline
-        )
+        self._approvals.open(phase, kind, evidence, workflow.now(), commit, policy.deadline_s)
         self._set(TaskState.AWAITING_APPROVAL, phase)
-        answered = await self._wait_answer(policy.remind_after_s)
-        if not answered:
-            await workflow.execute_activity_method(
-                ImplActivities.send_reminder,
-                ReminderInput(
-                    workflow_id=workflow.info().workflow_id,
-                    title=self._task.title,
-                    phase=phase,
-                    waiting_since=since,
-                    deadline=deadline,
-                    on_expiry=policy.on_expiry,
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=REMINDER_RETRY,
-                summary=f"reminder: {phase} approval overdue",
-            )
-            self._pending.reminded = True
-            self._refresh()
-            answered = await self._wait_answer(policy.deadline_s - policy.remind_after_s)
-        if not answered and policy.on_expiry == "fail":
-            self._record(
-                Decision(
-                    phase=phase,
-                    decision="expired",
-                    approver="deadline",
-                    at=workflow.now(),
-                    commit=commit,
-                    via="deadline",
-                )
-            )
+        answer = await self._approvals.wait(policy, self._remind)
+        if answer.decision == "abort":
             raise ApplicationError(
-                f"approval of {phase} expired after {policy.deadline_s:.0f}s without a decision",
-                type=errors.APPROVAL_EXPIRED,
-                non_retryable=True,
-            )
-        if not answered:
-            await workflow.wait_condition(lambda: self._answer is not None)
-        decision = self._answer
-        if decision is None:  # unreachable: every path above waited for an answer
-            raise ApplicationError("approval wait ended without a decision", non_retryable=True)
-        self._answer, self._pending = None, None
-        if decision.decision == "abort":
-            raise ApplicationError(
-                f"aborted at {phase} by {decision.approver}: {decision.comment}",
+                f"aborted at {phase} by {answer.approver}: {answer.comment}",
                 type=errors.ABORTED,
                 non_retryable=True,
             )
         self._set(TaskState.RUNNING, phase)
-        return decision
+        return answer
 
-    async def _wait_answer(self, seconds: float) -> bool:
-        if seconds <= 0:
-            return self._answer is not None
-        try:
-            await workflow.wait_condition(
-                lambda: self._answer is not None, timeout=timedelta(seconds=seconds)
-            )
-        except TimeoutError:
-            return False
-        return True
+    async def _remind(self, pending: PendingApproval) -> None:
+        """The approval is overdue: tell people (log line, webhook) and show it."""
+        await workflow.execute_activity_method(
+            ImplActivities.send_reminder,
+            ReminderInput(
+                workflow_id=workflow.info().workflow_id,
+                title=self._task.title,
+                phase=pending.phase,
+                waiting_since=pending.since,
+                deadline=pending.deadline or pending.since,
+                on_expiry=self._task.approval.on_expiry,
+            ),
+            **options.REMINDER,
+            summary=f"reminder: {pending.phase} approval overdue",
+        )
+        pending.reminded = True
+        self._refresh()
 
     # --- handlers -------------------------------------------------------------------
 
     @workflow.signal
-    def approve(self, msg: ApproveSignal) -> None:
-        self._accept("signal", DecideInput(decision="approve", **msg.model_dump()))
+    def approve(self, *args: Any) -> None:
+        self._approvals.offer_signal("approve", ApproveSignal, args, workflow.now())
 
     @workflow.signal
-    def reject(self, msg: RejectSignal) -> None:
-        self._accept("signal", DecideInput(decision="reject", **msg.model_dump()))
+    def reject(self, *args: Any) -> None:
+        self._approvals.offer_signal("reject", RejectSignal, args, workflow.now())
 
     @workflow.signal
-    def abort(self, msg: AbortSignal) -> None:
-        self._accept("signal", DecideInput(decision="abort", **msg.model_dump()))
+    def abort(self, *args: Any) -> None:
+        self._approvals.offer_signal("abort", AbortSignal, args, workflow.now())
 
     @workflow.update
     def decide(self, msg: DecideInput) -> Decision:
-        return self._record_answer(msg, "update")
+        return self._approvals.take_answer(msg, "update", workflow.now())
 
     @decide.validator
     def _validate_decide(self, msg: DecideInput) -> None:
-        problem = self._problem(msg)
+        if not isinstance(msg, DecideInput):  # another encoding decodes to another type
+            raise ValueError(f"decide takes one DecideInput, got {type(msg).__name__}")
+        problem = self._approvals.problem(msg)
         if problem:
             raise ValueError(problem)
 
     @workflow.signal
-    def pause(self, msg: PauseSignal | None = None) -> None:
+    def pause(self, *args: Any) -> None:
+        if self._dropped("pause", args):
+            return
         self._paused = True
         self._refresh()
 
     @workflow.signal
-    def resume(self, msg: PauseSignal | None = None) -> None:
+    def resume(self, *args: Any) -> None:
+        if self._dropped("resume", args):
+            return
         self._paused = False
         if self._state == TaskState.PAUSED:
             self._set(TaskState.RUNNING, self._phase)
@@ -446,73 +436,27 @@ class ImplementationWorkflow:
             title=self._task.title,
             state=self._state,
             current_phase=self._phase,
-            executor=self._executor or None,
+            executor=self._run.executor or None,
             paused=self._paused,
             phases=self._progress.phases,
-            pending_approval=self._pending,
-            decisions=self._decisions,
-            ignored_messages=self._ignored[-20:],
+            pending_approval=self._approvals.pending,
+            decisions=self._approvals.decisions,
+            ignored_messages=self._approvals.ignored[-20:],
             error=self._error,
             ledger=self._progress.ledger,
-            branch=self._branch,
+            branch=self._run.branch,
+            repo=self._task.repo,
+            documents=self._progress.documents(),
         )
 
     # --- helpers --------------------------------------------------------------------
 
-    def _problem(self, msg: DecideInput) -> str | None:
-        """Why a decision cannot be taken now, or None when it can."""
-        return decision_problem(
-            msg,
-            self._pending,
-            self._answer,
-            self._task.approval.approvers,
-            [p.name for p in self._pipeline],
-        )
-
-    def _accept(self, via: str, msg: DecideInput) -> None:
-        problem = self._problem(msg)
+    def _dropped(self, name: str, args: tuple[Any, ...]) -> bool:
+        """``pause``/``resume`` take nothing or one ``PauseSignal``; anything else is dropped."""
+        problem = optional_payload_problem(PauseSignal, args)
         if problem:
-            self._ignored.append(f"{msg.decision} from {msg.approver}: {problem}")
-            workflow.logger.warning("ignored %s signal: %s", msg.decision, problem)
-            return
-        self._record_answer(msg, via)
-
-    def _record_answer(self, msg: DecideInput, via: str) -> Decision:
-        self._answer = Decision(
-            phase=msg.phase,
-            decision=msg.decision,
-            approver=msg.approver,
-            at=workflow.now(),
-            comment=msg.comment,
-            feedback=msg.feedback,
-            rewind_to=msg.rewind_to,
-            budget_usd=msg.budget_usd,
-            kind=self._pending.kind if self._pending else "approval",
-            commit=self._pending.commit if self._pending else None,
-            via="update" if via == "update" else "signal",
-        )
-        self._record(self._answer)
-        return self._answer
-
-    def _record(self, decision: Decision) -> None:
-        self._decisions.append(decision)
-        workflow.logger.info(
-            "decision recorded",
-            extra={
-                "phase": decision.phase,
-                "decision": decision.decision,
-                "approver": decision.approver,
-            },
-        )
-
-    def _phase_budget(self) -> Budget:
-        """The task's budget, with any extra dollars a person approved at a budget stop."""
-        budget = self._task.budget
-        if not self._extra_usd or budget.max_usd_per_phase is None:
-            return budget
-        return budget.model_copy(
-            update={"max_usd_per_phase": budget.max_usd_per_phase + self._extra_usd}
-        )
+            self._approvals.ignore(f"{name} signal", problem)
+        return problem is not None
 
     def _index(self, name: str) -> int:
         return [p.name for p in self._pipeline].index(name)
@@ -527,12 +471,16 @@ class ImplementationWorkflow:
         workflow.logger.info("task cancelled", extra={"phase": self._phase})
 
     def _failed(self, err: ActivityError | ApplicationError) -> ApplicationError:
-        message = _cause(err)
-        if self._phase and isinstance(err, ActivityError):
+        message = failure_message(err)
+        if not self._run.prepared:  # the repo or executor check, before any phase ran
+            message = f"prepare failed: {message}"
+        elif self._phase and isinstance(err, ActivityError):
             message = f"phase {self._phase} failed: {message}"
         self._error = message
         self._set(TaskState.FAILED, self._phase)
-        return ApplicationError(message, type=_cause_type(err) or "PhaseFailed", non_retryable=True)
+        return ApplicationError(
+            message, type=failure_type(err) or errors.PHASE_FAILED, non_retryable=True
+        )
 
     def _set(self, state: TaskState, phase: str | None = None) -> None:
         self._state = state
@@ -547,25 +495,9 @@ class ImplementationWorkflow:
             self._progress.checklist(
                 self._task.title,
                 self._state,
-                self._pending,
+                self._approvals.pending,
                 self._paused,
                 workflow.info().workflow_id,
+                where=(self._task.repo, self._run.branch),
             )
         )
-
-
-def _root(err: BaseException) -> BaseException:
-    """The innermost failure behind activity errors: what actually went wrong."""
-    while isinstance(err, ActivityError) and err.cause is not None:
-        err = err.cause
-    return err
-
-
-def _cause_type(err: BaseException) -> str | None:
-    root = _root(err)
-    return root.type if isinstance(root, ApplicationError) else None
-
-
-def _cause(err: BaseException) -> str:
-    root = _root(err)
-    return str(getattr(root, "message", None) or root)[:1000]

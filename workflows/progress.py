@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from implflow.layout import DESIGN_DOC, REVIEW_DOC
 from implflow.models import (
     GateResult,
     Ledger,
@@ -17,6 +18,8 @@ from implflow.models import (
     PhaseStatusValue,
     TaskState,
 )
+
+_REVIEW, _DESIGN = "review", "design"
 
 _MARK = {
     PhaseStatusValue.DONE: "[x]",
@@ -77,6 +80,14 @@ class Progress:
         p.outcome = outcome[:500]
         p.finished_at = now
 
+    def documents(self) -> list[str]:
+        """The documents on the branch so far: the review and design, once their phase ran."""
+        return [
+            doc
+            for name, doc in ((_REVIEW, REVIEW_DOC), (_DESIGN, DESIGN_DOC))
+            if any(p.name == name and p.commit for p in self.phases)
+        ]
+
     def rewound(self, names: list[str]) -> None:
         """Phases that will run again after a rejection go back to pending."""
         for n in names:
@@ -89,9 +100,19 @@ class Progress:
         pending: PendingApproval | None,
         paused: bool,
         workflow_id: str = "<id>",
+        where: tuple[str, str | None] | None = None,
     ) -> str:
         """Markdown for the Temporal UI's *current details*."""
         lines = [f"**{title}** — `{state.value}`" + (" (paused)" if paused else ""), ""]
+        if where:
+            repo, branch = where
+            docs = ", ".join(f"`{d}`" for d in self.documents())
+            lines += [
+                f"Repo `{repo}`"
+                + (f" · branch `{branch}`" if branch else "")
+                + (f" · read {docs} on it" if docs else ""),
+                "",
+            ]
         for p in self.phases:
             text = f"- {_MARK[p.status]} **{p.name}** — {p.status.value}"
             if p.rounds:
@@ -111,19 +132,33 @@ class Progress:
         if self.ledger.cost_usd or self.ledger.tokens:
             lines += ["", f"Spent: ${self.ledger.cost_usd:.2f}, {self.ledger.tokens} tokens"]
         if pending:
-            what = {
-                "approval": "approval",
-                "gate": "a failed gate (waive, reject or abort)",
-                "budget": "a budget stop (approve more budget or abort)",
-                "question": "answers to the review's blocking questions (approve with a comment)",
-            }[pending.kind]
-            lines += [
-                "",
-                f"Waiting since {pending.since.isoformat(timespec='seconds')} for a decision on "
-                f"**{pending.phase}** — {what}: "
-                f"`implflow approve {workflow_id} --phase {pending.phase}` "
-                f'or signal `approve` with `{{"phase": "{pending.phase}", "approver": "<you>"}}`.',
-            ]
+            lines += ["", _waiting_line(pending, workflow_id)]
             if pending.evidence:
                 lines += ["", "```", pending.evidence, "```"]
         return "\n".join(lines)
+
+
+def _waiting_line(pending: PendingApproval, workflow_id: str) -> str:
+    """What the task waits for and the exact commands that answer it."""
+    phase, wid = pending.phase, workflow_id
+    what = {
+        "approval": "approval",
+        "gate": "a failed gate",
+        "budget": "a budget stop",
+        "question": "answers to the review's blocking questions",
+    }[pending.kind]
+    how = {
+        "approval": f"`implflow approve {wid} --phase {phase}` or "
+        f"`implflow reject {wid} --phase {phase} --feedback ...`",
+        "gate": f"`implflow waive {wid} --phase {phase} --reason ...`, "
+        f"`implflow reject {wid} --phase {phase} --feedback ...` or "
+        f"`implflow abort {wid} --phase {phase}`",
+        "budget": f"`implflow approve {wid} --phase {phase} --budget-usd N` or "
+        f"`implflow abort {wid} --phase {phase}`",
+        "question": f"`implflow approve {wid} --phase {phase} --comment '<answers>'` or "
+        f"`implflow reject {wid} --phase {phase} --feedback ...`",
+    }[pending.kind]
+    return (
+        f"Waiting since {pending.since.isoformat(timespec='seconds')} for a decision on "
+        f"**{phase}** — {what}: {how} (or the `decide` update / the signals of the same names)."
+    )

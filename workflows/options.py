@@ -1,0 +1,65 @@
+"""Activity options: one named configuration per activity, passed as ``**config``.
+
+In the shape of pydantic-ai's ``ActivityConfig``: a typed dict of the keyword arguments of
+``workflow.execute_activity_method``, so timeouts and retry policies are read in one place.
+A phase's options depend on its spec and are built by ``phase_config``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TypedDict
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+from implflow import errors
+from implflow.models import PhaseSpec
+from implflow.pipeline import retry_policy
+
+
+class ActivityConfig(TypedDict, total=False):
+    """Keyword arguments of ``execute_activity_method`` that implflow sets."""
+
+    start_to_close_timeout: timedelta
+    heartbeat_timeout: timedelta
+    retry_policy: RetryPolicy
+    cancellation_type: workflow.ActivityCancellationType
+
+
+PREPARE = ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(
+        maximum_attempts=3, non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS)
+    ),
+)
+"""Check the repo and the executor: quick, a few tries, bad config never retried."""
+
+PULL_REQUEST = ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=5), retry_policy=PREPARE["retry_policy"]
+)
+"""Run the configured pull-request command once the pipeline is through."""
+
+GATE = ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=30),
+    heartbeat_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=10)),
+)
+"""A phase's quality checks: real tools, up to half an hour, heartbeating."""
+
+REMINDER = ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=10)),
+)
+"""Tell people an approval is overdue (log line, webhook)."""
+
+
+def phase_config(spec: PhaseSpec) -> ActivityConfig:
+    """A phase round: the spec's timeout and heartbeat, its named retry policy; a cancel waits
+    for the executor to be stopped."""
+    return ActivityConfig(
+        start_to_close_timeout=timedelta(seconds=spec.timeout_s + 60),
+        heartbeat_timeout=timedelta(seconds=spec.heartbeat_s),
+        retry_policy=retry_policy(spec),
+        cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    )
