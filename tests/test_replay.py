@@ -33,6 +33,7 @@ def test_the_three_scenarios_are_recorded() -> None:
         "reject_and_rewind",
         "deadline_expiry",
         "gates_repair_and_waive",  # the patched path: gates, a repair round, a waiver
+        "gate_decisions",  # gate-decisions-v1: no repairs for nothing-to-do, malformed signals
     }
 
 

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity
+from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import RawValue
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -94,6 +96,21 @@ async def gates_repair_and_waive(h: WorkflowHandle[Any, Any]) -> None:
     await h.result()
 
 
+async def gate_decisions(h: WorkflowHandle[Any, Any]) -> None:
+    # Since gate-decisions-v1: a nothing-to-do phase whose gate fails goes to a person at once;
+    # a malformed signal and a plain approve of a failed gate are ignored, a waive takes a reason.
+    await _waiting(h, "validate")
+    await h.signal("approve", RawValue(Payload(metadata={"encoding": b"binary/plain"}, data=b"x")))
+    await h.signal("approve", ApproveSignal(phase="validate", approver="lead"))
+    await h.execute_update(
+        "decide",
+        DecideInput(phase="validate", decision="waive", approver="lead", comment="known"),
+    )
+    await _waiting(h, "verify")
+    await h.signal("approve", ApproveSignal(phase="verify", approver="qa"))
+    await h.result()
+
+
 @activity.defn(name="run_gate")
 async def scripted_gate(inp: GateInput) -> GateResult:
     """Passes every gate but validate's, so the recording covers repair and waiver."""
@@ -117,6 +134,10 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Scenario]] = {
     "gates_repair_and_waive": (
         {"gates": "on", "max_repair_rounds": 1, "approval": {"after": ["verify"]}},
         gates_repair_and_waive,
+    ),
+    "gate_decisions": (
+        {"gates": "on", "max_repair_rounds": 2, "approval": {"after": ["verify"]}},
+        gate_decisions,
     ),
 }
 
