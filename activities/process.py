@@ -1,8 +1,8 @@
-"""Running an executor's subprocess under discipline.
+"""Running a subprocess under discipline, for every activity that starts a program.
 
-Shared by every executor that drives a program (shell today; coding-agent CLIs
-next): argv lists only (never a shell string), a scrubbed environment, its own
-process group so cancellation, timeout or shutdown kills the whole tree, output
+The shell and coding-agent executors, the gate tools and the pull-request command all
+go through here: argv lists only (never a shell string), a scrubbed environment, its
+own process group so cancellation, timeout or shutdown kills the whole tree, output
 streamed to a log file (not into history), and a heartbeat while it runs.
 """
 
@@ -29,9 +29,14 @@ class ProcessResult:
     tail: str
 
 
+HEARTBEAT_CADENCE_S = 1.0
+"""Executors heartbeat at least this often, whatever the phase's heartbeat timeout: a cancel
+request arrives with a heartbeat's answer, so this bounds how long a cancel takes."""
+
+
 def heartbeat_every_s(heartbeat_timeout_s: float) -> float:
-    """How often to heartbeat: four times per heartbeat timeout, between 0.5 s and 15 s."""
-    return max(0.5, min(heartbeat_timeout_s / 4, 15.0))
+    """How often to heartbeat: the cadence above, or more often for a very short timeout."""
+    return max(0.25, min(heartbeat_timeout_s / 4, HEARTBEAT_CADENCE_S))
 
 
 def scrubbed_env(allow: Sequence[str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -58,7 +63,8 @@ async def stop_group(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-def _tail(path: Path, limit: int = 800) -> str:
+def log_tail(path: Path, limit: int = 800) -> str:
+    """The last ``limit`` bytes of a log file as text; ``""`` when it cannot be read."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -67,6 +73,9 @@ def _tail(path: Path, limit: int = 800) -> str:
             return fh.read().decode("utf-8", "replace").strip()
     except OSError:
         return ""
+
+
+_tail = log_tail  # the old private name, still imported by activities/gates/loadprobe.py
 
 
 async def run_process(
@@ -117,5 +126,5 @@ async def run_process(
         returncode=proc.returncode if proc.returncode is not None else -1,
         duration_s=time.monotonic() - started,
         log_path=log_path,
-        tail=_tail(log_path),
+        tail=log_tail(log_path),
     )

@@ -3,6 +3,15 @@
 Stops gracefully on SIGTERM/SIGINT: no new tasks are taken, running activities
 get ``IMPLFLOW_SHUTDOWN_GRACE_S`` seconds, then are cancelled (which kills their
 executor process groups). Anything unfinished is retried by another worker.
+
+This module is the composition root, the one place in the ``implflow`` package that
+imports ``workflows/`` and ``activities/``: a worker is those layers joined to a client
+and the settings, so whatever builds it must see them all. Every other module of the
+package (contracts, settings, client, CLI) stays below both layers; the CLI's
+``worker`` and ``demo`` commands reach the layers only through here. It stays inside
+the package rather than in the top-level ``worker.py``, because the installed console
+script (``implflow worker``, ``implflow demo``) needs it: moving it out would not remove
+that edge, only route it through a module named ``worker`` at the top of site-packages.
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ from workflows import WORKFLOWS
 
 log = get_logger("implflow.worker")
 
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
+"""Heartbeats reach the server at most this often: cancellation latency is about this long."""
+
 
 def build_worker(client: Client, settings: Settings, task_queue: str | None = None) -> Worker:
     """A worker for ``client``; tests use this with their own client and task queue."""
@@ -42,6 +54,10 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_s),
+        # A cancel reaches an activity only in the answer to a heartbeat the SDK sends; its
+        # default throttle (80 % of the heartbeat timeout) made a cancel wait ~48 s.
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 
 

@@ -331,6 +331,42 @@ async def test_cancel_stops_the_running_phase_and_its_processes(
     assert not alive(pid)
 
 
+async def test_cancel_shows_cancelling_and_stops_a_long_command_within_seconds(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path, tmp_path: Path
+) -> None:
+    # The phase keeps the default 60 s heartbeat timeout: cancellation must not wait for it.
+    pidfile = tmp_path / "pid"
+    script = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(60)"
+    slow = task(
+        repo, commands={"implement": ["python3", "-c", script]}, phases=[{"name": "implement"}]
+    )
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, slow)
+        await wait_for(h, TaskState.RUNNING, "implement")
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            await asyncio.sleep(0.1)
+        pid = int(pidfile.read_text())
+        began = time.monotonic()
+        await h.cancel()
+        states = set()
+        for _ in range(40):
+            try:
+                states.add((await h.query("status", result_type=TaskStatus)).state)
+            except Exception:  # the run may close between two queries
+                break
+            if TaskState.CANCELLED in states:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(WorkflowFailureError):
+            await h.result()
+        stopped_after = time.monotonic() - began
+    assert TaskState.CANCELLING in states
+    assert stopped_after < 10, f"cancel took {stopped_after:.1f}s"
+    assert not alive(pid)
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -80,6 +80,11 @@ PATCH_GATE_DECISIONS = "gate-decisions-v1"
 """Since this patch a failed gate takes waive (with a reason), reject or abort, never a plain
 approve; and a phase whose executor had nothing to do gets no repair rounds (a person decides
 at once: re-running it cannot change the result)."""
+
+PATCH_CANCELLING = "cancelling-state-v1"
+"""Since this patch a cancel request shows ``ImplState=cancelling`` until the executor stops."""
+
+T = TypeVar("T")
 
 LOAD_FIGURES = ("p95_ms", "requests_per_s")
 """Gate figures whose first measurement is the baseline later load gates compare against."""
@@ -305,11 +310,13 @@ class ImplementationWorkflow:
             self._budget.for_phase(),
         )
         try:
-            result = await workflow.execute_activity_method(
-                ImplActivities.run_phase,
-                inp,
-                **options.phase_config(spec),
-                summary=f"{spec.name} · round {rnd} · {self._run.executor}",
+            result = await self._until_done_or_cancelled(
+                workflow.start_activity_method(
+                    ImplActivities.run_phase,
+                    inp,
+                    **options.phase_config(spec),
+                    summary=f"{spec.name} · round {rnd} · {self._run.executor}",
+                )
             )
         except ActivityError as err:
             self._progress.ended(
@@ -322,6 +329,16 @@ class ImplementationWorkflow:
             "phase done", extra={"phase": spec.name, "round": rnd, "attempt": result.attempt}
         )
         return result
+
+    async def _until_done_or_cancelled(self, handle: workflow.ActivityHandle[T]) -> T:
+        """Await an activity; on a cancel request show ``cancelling`` while its work stops."""
+        try:
+            return await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            if workflow.patched(PATCH_CANCELLING):
+                self._set(TaskState.CANCELLING)
+            handle.cancel()
+            return await handle
 
     async def _gate(self, spec: PhaseSpec, result: PhaseResult) -> GateResult:
         """The phase's quality checks; the first load figures measured become the baseline."""
