@@ -103,6 +103,11 @@ class _Run:
     branch: str | None = None
     pull_request: str | None = None
     baseline: dict[str, float] = field(default_factory=dict)
+    decided: bool = False  # a person just decided: the next phase round runs first
+
+    def take_decided(self) -> bool:
+        decided, self.decided = self.decided, False
+        return decided
 
 
 @workflow.defn(name="ImplementationWorkflow")
@@ -314,7 +319,7 @@ class ImplementationWorkflow:
                 workflow.start_activity_method(
                     ImplActivities.run_phase,
                     inp,
-                    **options.phase_config(spec),
+                    **options.phase_config(spec, self._run.take_decided()),
                     summary=f"{spec.name} · round {rnd} · {self._run.executor}",
                 )
             )
@@ -377,6 +382,7 @@ class ImplementationWorkflow:
         self._approvals.open(phase, kind, evidence, workflow.now(), commit, policy.deadline_s)
         self._set(TaskState.AWAITING_APPROVAL, phase)
         answer = await self._approvals.wait(policy, self._remind)
+        self._run.decided = True
         if answer.decision == "abort":
             raise ApplicationError(
                 f"aborted at {phase} by {answer.approver}: {answer.comment}",

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TypedDict
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 
 from implflow import errors
 from implflow.models import PhaseSpec
@@ -25,6 +25,12 @@ class ActivityConfig(TypedDict, total=False):
     heartbeat_timeout: timedelta
     retry_policy: RetryPolicy
     cancellation_type: workflow.ActivityCancellationType
+    priority: Priority
+
+
+AFTER_A_DECISION = Priority(priority_key=1)
+"""Work that resumes right after a person's decision goes ahead of queued work (default 3):
+people wait on it, a backlog of agent phases does not."""
 
 
 PREPARE = ActivityConfig(
@@ -54,12 +60,15 @@ REMINDER = ActivityConfig(
 """Tell people an approval is overdue (log line, webhook)."""
 
 
-def phase_config(spec: PhaseSpec) -> ActivityConfig:
+def phase_config(spec: PhaseSpec, after_decision: bool = False) -> ActivityConfig:
     """A phase round: the spec's timeout and heartbeat, its named retry policy; a cancel waits
-    for the executor to be stopped."""
-    return ActivityConfig(
+    for the executor to be stopped. Right after a person's decision it runs first."""
+    config = ActivityConfig(
         start_to_close_timeout=timedelta(seconds=spec.timeout_s + 60),
         heartbeat_timeout=timedelta(seconds=spec.heartbeat_s),
         retry_policy=retry_policy(spec),
         cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     )
+    if after_decision:
+        config["priority"] = AFTER_A_DECISION
+    return config
