@@ -205,7 +205,7 @@ class ImplActivities:
             )
         except GateConfigError as err:
             raise ApplicationError(str(err), type=GATE_CONFIG_INVALID, non_retryable=True) from None
-        # The record cannot name the commit it is part of: ``recorded`` adds it when read.
+        # A record cannot name the commit it is part of: ``recorded_verdict`` adds it.
         record = verdict.model_dump(mode="json", exclude={"commit"})
         try:
             commit = await asyncio.to_thread(checkout.commit_gate, key, start, record)

@@ -1,5 +1,7 @@
-"""Quality gates: run a phase's checks and turn the tools' standard reports into verdicts.
+"""Quality gates: run a phase's checks and judge the standard reports real tools write.
 
-``reports`` parses JUnit XML, Cobertura XML, SARIF and OpenAPI documents into the small
-models of ``verdicts``; nothing here trusts what an agent says about its own work.
+``runner.run_gate`` runs one gate; ``checks/`` holds one module per check kind and the
+table that dispatches to them; ``parsers`` reads JUnit, Cobertura, SARIF and OpenAPI
+into the small models of ``report_models``. Nothing here trusts what an agent says about
+its own work. The map of the package is in ``README.md``.
 """

@@ -43,7 +43,13 @@ from activities.gates.loadprobe_models import (
     check_load_thresholds,
 )
 from activities.process import _tail, run_process, scrubbed_env
-from implflow.errors import ImplflowError
+from implflow.errors import (
+    LOAD_PROBE_FAILED,
+    LOAD_TOOL_UNAVAILABLE,
+    SERVICE_NOT_HEALTHY,
+    ImplflowError,
+)
+from implflow.settings import DEFAULT_ENV_ALLOWLIST
 
 __all__ = [
     "LOAD_PROBE_FAILED",
@@ -67,17 +73,7 @@ LOAD_TOOL = "wrk"
 
 LOAD_TOOL_INSTALL = "apt-get install -y wrk"
 
-LOAD_PROBE_FAILED = "LoadProbeFailed"
-"""The probe could not measure: port taken, load tool crashed or printed no figures."""
-
-SERVICE_NOT_HEALTHY = "LoadProbeServiceNotHealthy"
-"""The service exited or its health URL did not answer in time: the service's fault."""
-
-LOAD_TOOL_UNAVAILABLE = "LoadToolUnavailable"
-"""``wrk`` is not installed on this worker: a setup problem, never worth a retry."""
-
 _MARKER = "IMPLFLOW_WRK_RESULT "
-_TOOL_ENV_ALLOWLIST = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
 _HEALTH_POLL_S = 0.1
 _TOOL_SLACK_S = 30.0
 """How much longer than its ``-d`` the load tool may take before it counts as hung."""
@@ -502,7 +498,7 @@ async def _run_wrk(
         result = await run_process(
             argv,
             cwd=script.parent,
-            env=scrubbed_env(_TOOL_ENV_ALLOWLIST, {}),
+            env=scrubbed_env(DEFAULT_ENV_ALLOWLIST, {}),
             log_path=log_path,
             timeout_s=seconds + spec.request_timeout_s + _TOOL_SLACK_S,
             heartbeat=progress,

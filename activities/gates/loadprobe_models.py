@@ -16,14 +16,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from implflow.settings import DEFAULT_ENV_ALLOWLIST
+
 PROBE_HOST = "127.0.0.1"
 """The only address a probed service binds to and the load tool targets."""
 
 PORT_PLACEHOLDER = "{port}"
 """Replaced by the probe's port in the service argv and in env values."""
-
-DEFAULT_ENV_ALLOWLIST: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-"""Variables the service inherits from the worker; everything else is scrubbed."""
 
 # Path and query characters of RFC 3986, minus quotes and backslash: a path is embedded
 # in the load tool's Lua script as a string literal, so it must not be able to end one.

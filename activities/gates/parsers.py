@@ -1,4 +1,4 @@
-"""Parse the standard machine reports that real tools write into small verdict models.
+"""Parse the standard machine reports that real tools write into small report models.
 
 Supported formats:
 
@@ -27,7 +27,7 @@ import defusedxml
 import defusedxml.ElementTree as SafeET
 import yaml
 
-from activities.gates.verdicts import (
+from activities.gates.report_models import (
     MAX_ITEM_CHARS,
     MAX_LISTED,
     SEVERITIES,
@@ -37,6 +37,7 @@ from activities.gates.verdicts import (
     Severity,
     TestReport,
 )
+from implflow.errors import ImplflowError
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 """Larger files are refused rather than parsed: no real gate report comes close."""
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 
-class ReportError(ValueError):
+class ReportError(ImplflowError, ValueError):
     """A report cannot be used: missing, empty, malformed, truncated or of the wrong kind.
 
     ``str()`` is one line: ``<file>: <what is wrong>``.
@@ -481,16 +482,12 @@ def _load_document(path: Path | str, data: bytes) -> dict[str, Any]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ReportError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    syntax = "JSON" if Path(path).suffix.lower() == ".json" else "YAML"
     try:
-        if Path(path).suffix.lower() == ".json":
-            document = json.loads(text)
-        else:
-            # JSON is YAML; safe_load builds plain data only, never Python objects.
-            document = yaml.safe_load(text)
-    except json.JSONDecodeError as exc:
-        raise ReportError(path, f"malformed or truncated JSON ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise ReportError(path, f"malformed or truncated YAML ({exc})") from None
+        # JSON is YAML too; safe_load builds plain data only, never Python objects.
+        document = json.loads(text) if syntax == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ReportError(path, f"malformed or truncated {syntax} ({exc})") from None
     except RecursionError:
         raise ReportError(path, "document is nested too deeply") from None
     if not isinstance(document, dict):

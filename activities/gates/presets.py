@@ -29,13 +29,12 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from activities.gates.config import CheckConfig, CheckLimits, ServiceConfig
+from activities.gates.schema import CheckConfig, CheckLimits, ServiceConfig
+from implflow.layout import DESIGN_DOC, REVIEW_DOC
+from implflow.models import ProjectKind
 
 __all__ = ["OPENAPI_CANDIDATES", "Preset", "detect_kind", "preset_for"]
-
-Kind = Literal["python", "node", "none"]
 
 OPENAPI_CANDIDATES = (
     "openapi.yaml",
@@ -59,7 +58,7 @@ class Preset:
     service: ServiceConfig | None = None
 
 
-def detect_kind(workdir: Path) -> Kind:
+def detect_kind(workdir: Path) -> ProjectKind:
     """python (pyproject.toml, setup.py, setup.cfg), node (package.json), else none."""
     if any((workdir / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
         return "python"
@@ -68,7 +67,7 @@ def detect_kind(workdir: Path) -> Kind:
     return "none"
 
 
-def preset_for(kind: Kind, workdir: Path) -> Preset:
+def preset_for(kind: ProjectKind, workdir: Path) -> Preset:
     """The preset of ``kind`` for the project in ``workdir`` (``none``: no checks)."""
     if kind == "python":
         return python_preset(workdir)
@@ -83,9 +82,9 @@ def preset_for(kind: Kind, workdir: Path) -> Preset:
 def _review_and_design(workdir: Path) -> dict[str, list[CheckConfig]]:
     contract = next((c for c in OPENAPI_CANDIDATES if (workdir / c).is_file()), "openapi.yaml")
     return {
-        "review": [CheckConfig(name="review", format="review", report=".implflow/review.md")],
+        "review": [CheckConfig(name="review", format="review", report=REVIEW_DOC)],
         "design": [
-            CheckConfig(name="design-doc", format="exists", report=".implflow/design.md"),
+            CheckConfig(name="design-doc", format="exists", report=DESIGN_DOC),
             CheckConfig(name="contract", format="openapi", report=contract),
         ],
     }

@@ -1,4 +1,4 @@
-"""What a gate learns from one report: small models that fit in workflow history.
+"""What the parsers read from one report: small models, one per report kind.
 
 Each model carries the key figures and a capped list of examples (failed tests, top
 findings, contract errors), never the report itself; the full report stays on the branch.

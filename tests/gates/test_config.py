@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from activities.gates.config import CONFIG_FILE, GateConfigError, load_gate_config
+from activities.gates.checks.docstrings import count_docstrings
+from activities.gates.checks.review import open_questions
+from activities.gates.config import GateConfigError, load_gate_config
 from activities.gates.presets import detect_kind
-from activities.gates.runner import count_docstrings, open_questions
+from implflow.layout import GATES_FILE
 from tests.gates.test_runner import copy_example
 
 
@@ -20,7 +22,7 @@ def todo_repo(tmp_path: Path) -> Path:
 
 
 def write_config(repo: Path, text: str) -> None:
-    path = repo / CONFIG_FILE
+    path = repo / GATES_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
@@ -109,7 +111,7 @@ thresholds = { min_tests = 2 }
 """,
     )
     config = load_gate_config(todo_repo)
-    assert config.source == f"{CONFIG_FILE} over preset:python"
+    assert config.source == f"{GATES_FILE} over preset:python"
     assert [c.name for c in config.checks_for("test")] == ["unit"]
     assert config.checks_for("test")[0].thresholds.min_tests == 2
     assert [c.name for c in config.checks_for("validate")] == ["ruff", "mypy", "bandit"]
@@ -128,7 +130,7 @@ def test_kind_none_turns_the_preset_off(todo_repo: Path) -> None:
         'format = "exit-code"\nargv = ["true"]\n',
     )
     config = load_gate_config(todo_repo)
-    assert config.source == CONFIG_FILE
+    assert config.source == GATES_FILE
     assert list(config.phases) == ["test"]
 
 
@@ -158,7 +160,7 @@ def test_invalid_config_names_the_key(todo_repo: Path, text: str, names: str) ->
     with pytest.raises(GateConfigError) as caught:
         load_gate_config(todo_repo)
     message = str(caught.value)
-    assert message.startswith(CONFIG_FILE)
+    assert message.startswith(GATES_FILE)
     assert names in message
     assert "\n" not in message
 

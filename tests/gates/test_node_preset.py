@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.gates.gate_models import GateVerdict
 from activities.gates.runner import run_gate
-from implflow.models import Thresholds
+from implflow.models import GateResult, Thresholds
 
 FIXTURE = Path(__file__).parent / "node_fixture"
 
@@ -65,7 +64,7 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-def names(verdict: GateVerdict) -> list[str]:
+def names(verdict: GateResult) -> list[str]:
     return [check.name for check in verdict.checks]
 
 

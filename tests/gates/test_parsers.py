@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from activities.gates.reports import (
+from activities.gates.parsers import (
     ReportError,
     parse_cobertura,
     parse_junit,
     parse_openapi,
     parse_sarif,
 )
-from activities.gates.verdicts import MAX_LISTED
+from activities.gates.report_models import MAX_LISTED
 
 TOOL_TIMEOUT_S = 60
 

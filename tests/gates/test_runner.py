@@ -17,11 +17,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from activities.gates.config import CONFIG_FILE, GateConfigError, load_gate_config
-from activities.gates.gate_models import MAX_FAILURE_SUMMARY_CHARS, CheckResult, Figure, GateVerdict
+from activities.gates.config import GateConfigError, load_gate_config
 from activities.gates.runner import run_gate
 from implflow.demo import make_demo_repo
-from implflow.models import Thresholds
+from implflow.layout import GATES_FILE
+from implflow.models import (
+    MAX_FAILURE_SUMMARY_CHARS,
+    GateCheck,
+    GateFigure,
+    GateResult,
+    Thresholds,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "todo-service"
 
@@ -65,7 +71,7 @@ async def gate(
     round: int = 1,
     thresholds: Thresholds | None = None,
     **kwargs: object,
-) -> GateVerdict:
+) -> GateResult:
     beats: list[dict[str, object]] = []
     verdict = await run_gate(
         phase,
@@ -84,7 +90,7 @@ async def gate(
     return verdict
 
 
-def check(verdict: GateVerdict, name: str) -> CheckResult:
+def check(verdict: GateResult, name: str) -> GateCheck:
     return next(c for c in verdict.checks if c.name == name)
 
 
@@ -313,7 +319,7 @@ async def test_implement_and_document_gates(todo_repo: Path) -> None:
 def probe_config(repo: Path, extra: str = "") -> None:
     write(
         repo,
-        CONFIG_FILE,
+        GATES_FILE,
         f"""
 [service]
 paths = ["/todos", "/health"]
@@ -325,7 +331,7 @@ connections = 16
     )
 
 
-def assert_probe_figures(figures: dict[str, Figure]) -> None:
+def assert_probe_figures(figures: dict[str, GateFigure]) -> None:
     assert float(figures["requests_per_s"]) > 0
     assert float(figures["p95_ms"]) > 0
     assert float(figures["peak_rss_mib"]) > 0
@@ -388,7 +394,7 @@ async def test_probe_without_a_service_command_says_what_to_add(tmp_path: Path) 
 async def test_custom_config_overrides_the_preset(todo_repo: Path) -> None:
     write(
         todo_repo,
-        CONFIG_FILE,
+        GATES_FILE,
         """
 [[phases.test.checks]]
 name = "tests"
@@ -411,7 +417,7 @@ report = "NOTES.md"
 """,
     )
     verdict = await gate("test", todo_repo)
-    assert verdict.config_source == f"{CONFIG_FILE} over preset:python"
+    assert verdict.config_source == f"{GATES_FILE} over preset:python"
     assert [c.name for c in verdict.checks] == ["tests", "coverage", "notes"]
     assert check(verdict, "coverage").passed  # 20 % from the file, not the preset's 80 %
     assert check(verdict, "coverage").threshold == "line_rate_pct >= 20"
@@ -422,7 +428,7 @@ report = "NOTES.md"
 
 
 async def test_invalid_config_fails_the_gate_naming_the_key(todo_repo: Path) -> None:
-    write(todo_repo, CONFIG_FILE, "[service]\nhealth_timeout_s = -1\n")
+    write(todo_repo, GATES_FILE, "[service]\nhealth_timeout_s = -1\n")
     with pytest.raises(GateConfigError, match=r"service\.health_timeout_s"):
         await run_gate(
             "test", todo_repo, 1, Thresholds(), base_ref=None, baseline=None, heartbeat=None
@@ -435,7 +441,7 @@ async def test_missing_tools_malformed_reports_and_timeouts_are_failed_checks(
     py = "{python}"
     write(
         tmp_path,
-        CONFIG_FILE,
+        GATES_FILE,
         f"""
 kind = "none"
 [[phases.x.checks]]
