@@ -17,12 +17,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from implflow.errors import ImplflowError
+
 PROTECTED_DIRS = frozenset({".git"})
 """Top-level workspace entries the file tools never read or write."""
 
 
-class PathEscapeError(ValueError):
-    """A tool-supplied path that would leave the workspace. ``str()`` is one line."""
+class PathEscapeError(ImplflowError, ValueError):
+    """A tool-supplied path that would leave the workspace. ``str()`` is one line.
+
+    Also a ``ValueError``: it is a bad argument, and callers written before this base
+    existed catch it as one.
+    """
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,16 @@ def resolve_inside(workspace: Path, user_path: str) -> Path:
             "which the agent may not touch"
         )
     return real
+
+
+def inside(root: Path, path: Path) -> Path | None:
+    """``path`` resolved, if it stays inside ``root`` (already resolved); else ``None``.
+
+    For implflow's own reads of repository files (specialists, guidelines, artifacts),
+    where a file behind a symlink that leads outside is skipped rather than refused.
+    """
+    resolved = path.resolve()
+    return resolved if resolved.is_relative_to(root) else None
 
 
 def relative_name(workspace: Path, path: Path) -> str:

@@ -13,8 +13,9 @@ work, then records exactly one commit for the phase round, with trailers::
     Implflow-Session: <agent session id, when there is one>
 
 and pushes the branch back. The outcome of the round is stored on the branch
-(``.implflow/runs/<phase>-r<round>.json``), so a retried activity that finds its
-round already committed returns that outcome instead of running the agent again.
+(``.implflow/runs/<phase>-r<round>.json``, an ``implflow.models.RoundRecord``), so a
+retried activity that finds its round already committed returns that outcome instead
+of running the agent again.
 Workers keep nothing a later phase needs: any worker can run any phase.
 """
 
@@ -28,15 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from temporalio.exceptions import ApplicationError
 
-from implflow.errors import REPO_UNAVAILABLE
+from implflow.errors import REPO_UNAVAILABLE, ImplflowError
+from implflow.layout import IMPLFLOW_DIR, LOGS_DIR, REPORTS_DIR, RUNS_DIR
+from implflow.models import RoundRecord
 
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
 GIT_TIMEOUT_S = 600
 IDENTITY = ("-c", "user.name=implflow", "-c", "user.email=implflow@localhost")
-RUNS_DIR = ".implflow/runs"
-REPORTS_DIR = ".implflow/reports"
 
 
 def is_url(repo: str) -> bool:
@@ -45,7 +47,7 @@ def is_url(repo: str) -> bool:
 
 
 def branch_name(workflow_id: str) -> str:
-    return f"implflow/{_safe(workflow_id)}"
+    return f"implflow/{safe_name(workflow_id)}"
 
 
 def git(cwd: Path, *args: str, check: bool = True, timeout: float = GIT_TIMEOUT_S) -> str:
@@ -58,7 +60,12 @@ def git(cwd: Path, *args: str, check: bool = True, timeout: float = GIT_TIMEOUT_
     return proc.stdout.strip()
 
 
-class GitError(RuntimeError):
+class GitError(ImplflowError, RuntimeError):
+    """A git command failed; ``str()`` names the command and ends with git's own message.
+
+    Also a ``RuntimeError``, as it was before ``ImplflowError`` existed: callers catch it so.
+    """
+
     def __init__(self, command: str, detail: str) -> None:
         super().__init__(f"git {command} failed: {detail[-400:]}")
 
@@ -127,7 +134,7 @@ class TaskCheckout:
         self.origin = origin_url(repo)
         self.workflow_id = workflow_id
         self.branch = branch_name(workflow_id)
-        self.dir = workspaces / _safe(workflow_id) / "checkout"
+        self.dir = workspaces / safe_name(workflow_id) / "checkout"
 
     def sync(self) -> str:
         """Clone or fetch, then check out the task branch exactly as pushed; returns HEAD."""
@@ -174,8 +181,36 @@ class TaskCheckout:
             raise GitError("checkout", "the repository has no branches to start from")
         return first
 
-    def recorded(self, key: RoundKey, gate: bool = False) -> dict[str, Any] | None:
-        """The stored outcome (or gate verdict) of ``key`` if its commit is on the task branch."""
+    def recorded(self, key: RoundKey) -> RoundRecord | None:
+        """The stored outcome of the phase round ``key`` if its commit is on the task branch.
+
+        A record that no longer parses still means the round is done: it reads as the
+        defaults (see ``RoundRecord``), with the commit that holds it.
+        """
+        sha = self._find_commit(key, gate=False)
+        if sha is None:
+            return None
+        try:
+            record = RoundRecord.model_validate_json(self._show(sha, key.record_path) or "{}")
+        except ValidationError:
+            record = RoundRecord()
+        return record.model_copy(update={"commit": sha})
+
+    def recorded_verdict(self, key: RoundKey) -> dict[str, Any] | None:
+        """The stored gate verdict of ``key`` (its JSON, plus ``commit``) if it is on the branch."""
+        sha = self._find_commit(key, gate=True)
+        if sha is None:
+            return None
+        try:
+            raw = json.loads(self._show(sha, key.verdict_path) or "{}")
+        except json.JSONDecodeError:
+            raw = {}
+        verdict: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        verdict["commit"] = sha
+        return verdict
+
+    def _find_commit(self, key: RoundKey, *, gate: bool) -> str | None:
+        """The commit of ``key`` on the task branch: its round's, or its gate's."""
         log = git(
             self.dir,
             "log",
@@ -194,15 +229,12 @@ class TaskCheckout:
                 and is_gate == gate
                 and all(f"Implflow-{k}: {v}" in lines for k, v in want.items())
             ):
-                path = key.verdict_path if gate else key.record_path
-                raw = git(self.dir, "show", f"{sha}:{path}", check=False)
-                try:
-                    record: dict[str, Any] = json.loads(raw) if raw else {}
-                except json.JSONDecodeError:
-                    record = {}
-                record["commit"] = sha
-                return record
+                return sha
         return None
+
+    def _show(self, sha: str, path: str) -> str:
+        """``path`` as committed in ``sha``; ``""`` when it is not there."""
+        return git(self.dir, "show", f"{sha}:{path}", check=False)
 
     def pin_file(self, path: str, commit: str) -> None:
         """Make ``path`` in the checkout what it was at ``commit`` (absent if it was absent)."""
@@ -215,31 +247,22 @@ class TaskCheckout:
             return
         git(self.dir, "checkout", commit, "--", path)
 
-    def commit_round(
-        self,
-        key: RoundKey,
-        start: str,
-        attempt: int,
-        executor: str,
-        session: str | None,
-        record: dict[str, Any],
-    ) -> str:
+    def commit_round(self, key: RoundKey, start: str, record: RoundRecord) -> str:
         """Squash whatever the executor did into exactly one commit for the round, push it."""
         values = {
             "Workflow": key.workflow_id,
             "Phase": key.phase,
             "Round": str(key.round),
-            "Attempt": str(attempt),
-            "Executor": executor,
-            "Session": session,
+            "Attempt": str(record.attempt),
+            "Executor": record.executor,
+            "Session": record.usage.session_id if record.usage else None,
         }
-        summary = str(record.get("summary", ""))[:200].replace("\n", " ")
         return self._commit(
             start,
             key.record_path,
-            record,
+            record.model_dump(mode="json"),
             f"implflow: {key.phase} (round {key.round})",
-            summary,
+            record.summary[:200].replace("\n", " "),
             values,
         )
 
@@ -275,7 +298,7 @@ class TaskCheckout:
         path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         git(self.dir, "reset", "--quiet", "--soft", start)  # an agent's own commits fold in
         git(self.dir, "add", "--all", "--", ".")
-        git(self.dir, "add", "--all", "--force", "--", ".implflow")  # even if the repo ignores it
+        git(self.dir, "add", "--all", "--force", "--", IMPLFLOW_DIR)  # even if the repo ignores it
         lines = "".join(f"Implflow-{k}: {v}\n" for k, v in trailers.items() if v)
         git(
             self.dir,
@@ -304,10 +327,10 @@ def record_round(
         commit,
         "--",
         ".",
-        ":(exclude).implflow/logs",
-        ":(exclude).implflow/runs",
+        f":(exclude){LOGS_DIR}",
+        f":(exclude){RUNS_DIR}",
     )
-    target = cassettes / _safe(key.workflow_id)
+    target = cassettes / safe_name(key.workflow_id)
     target.mkdir(parents=True, exist_ok=True)
     stem = f"{key.phase}-r{key.round}"
     (target / f"{stem}.patch").write_text(diff + "\n" if diff else "", encoding="utf-8")
@@ -317,10 +340,11 @@ def record_round(
 
 def task_dir(workflow_id: str, workspaces: Path) -> Path:
     """Per-task scratch space on this worker (context files). Disposable."""
-    path = workspaces / _safe(workflow_id)
+    path = workspaces / safe_name(workflow_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` (a workflow id) as one path component on this worker: no ``/``, bounded."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200] or "_"

@@ -450,6 +450,40 @@ class GateInput(_Input):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     base_commit: str | None = None
     baseline: dict[str, float] = Field(default_factory=dict)
+    """Load figures the optimize gate compares against: ``GateResult.load_baseline()`` of the
+    first gate that measured the service (medians, their spreads, the machine calibration)."""
+    service_command: Argv | None = None
+    """The service command the design gate found or the agent proposed, as the person approved
+    it (``GateResult.service_command`` of the approved design gate): every later load probe
+    starts the service with it, whatever the agent changes afterwards. ``None``: the
+    repository's ``[service]`` or what the gate detects. Placeholders ``{python}``, ``{port}``."""
+    service_health_path: str | None = Field(default=None, max_length=200)
+    """Readiness path that goes with ``service_command`` (``GateResult.service_health_path``)."""
+
+
+FailureClass = Literal["agent", "environment", "noise"]
+"""Why a check failed, which decides what happens next:
+
+- ``agent``: the agent can fix it (a failing test, a lint, type or security finding, coverage
+  below target, a real regression): a repair round with the failure as feedback;
+- ``environment``: nobody's code is wrong (a dependency that does not install, a missing tool,
+  no service command, a port or permission problem, a target this machine cannot reach): a
+  person, at once, with ``GateResult.root_cause``;
+- ``noise``: measurements that still could not tell a regression from noise after the gate
+  re-measured them: a person (another agent round would change nothing)."""
+
+FAILURE_CLASS_ORDER: tuple[FailureClass, ...] = ("environment", "agent", "noise")
+"""Worst first: a gate's class is the worst of its failed checks'."""
+
+LOAD_BASELINE_FIGURES: tuple[str, ...] = (
+    "p95_ms",
+    "p95_ms_spread",
+    "requests_per_s",
+    "requests_per_s_spread",
+    "calibration_requests_per_s",
+    "calibration_p95_ms",
+)
+"""The load figures a later gate compares against (``GateInput.baseline``)."""
 
 
 GateFigure = int | float | str
@@ -498,6 +532,17 @@ class GateCheck(_Record):
     """A few examples behind a failure: failed tests, top findings, contract errors."""
     report: str | None = None
     """The report (or log) file, relative to the checkout; ``None`` for checks without one."""
+    failure_class: FailureClass | None = None
+    """Why it failed (see ``FailureClass``); ``None`` when it passed. A failed check recorded
+    before this field existed reads as ``agent``, as it was treated then."""
+
+    @model_validator(mode="after")
+    def _class_only_when_failed(self) -> GateCheck:
+        if self.passed:
+            self.failure_class = None
+        elif self.failure_class is None:
+            self.failure_class = "agent"
+        return self
 
     @field_validator("summary", "threshold")
     @classmethod
@@ -539,11 +584,40 @@ class GateResult(_Record):
     also how a verdict recorded on the branch before this field existed is read."""
     config_source: str = ""
     """``preset:python``, ``preset:node``, ``.implflow/gates.toml [over preset:…]`` or ``none``."""
+    failure_class: FailureClass | None = None
+    """The worst class of the failed checks (environment > agent > noise); ``None`` when the
+    gate passed. The workflow gives repair rounds only for ``agent``."""
+    root_cause: str = ""
+    """One line: the first failure of the worst class, e.g. ``tests could not be collected:
+    ModuleNotFoundError: No module named 'fastapi'``; empty when the gate passed."""
+    service_command: list[str] | None = None
+    """The design gate: the service command found or proposed (argv with ``{python}`` and
+    ``{port}``), shown to the person approving the design; once approved, the workflow passes
+    it to every later gate as ``GateInput.service_command``."""
+    service_health_path: str | None = None
+    """The readiness path that goes with ``service_command``."""
 
-    @field_validator("failure_summary")
+    @field_validator("failure_summary", "root_cause")
     @classmethod
     def _short_feedback(cls, value: str) -> str:
         return _clip(value, MAX_FAILURE_SUMMARY_CHARS)
+
+    @model_validator(mode="after")
+    def _class_from_checks(self) -> GateResult:
+        failed = [check for check in self.checks if not check.passed]
+        if self.passed:
+            self.failure_class = None
+            self.root_cause = ""
+            return self
+        if self.failure_class is None:
+            classes = {check.failure_class or "agent" for check in failed}
+            # A failed gate without failed checks (an old or hand-made record): as before, agent.
+            self.failure_class = next((c for c in FAILURE_CLASS_ORDER if c in classes), "agent")
+        if not self.root_cause:
+            first = next((c for c in failed if c.failure_class == self.failure_class), None)
+            if first is not None:
+                self.root_cause = _clip(first.summary or first.name, MAX_CHECK_SUMMARY_CHARS)
+        return self
 
     @field_validator("questions")
     @classmethod
@@ -566,13 +640,39 @@ class GateResult(_Record):
         """``{check name: figures}``: e.g. the baseline an optimize gate compares against."""
         return {check.name: dict(check.figures) for check in self.checks}
 
+    def load_baseline(self) -> dict[str, float]:
+        """The first load check's baseline figures (``LOAD_BASELINE_FIGURES``), flat: what the
+        workflow keeps from the first gate that measured the service and passes to later gates
+        as ``GateInput.baseline``. Empty when no check measured load."""
+        for check in self.checks:
+            figures = {
+                key: float(value)
+                for key in LOAD_BASELINE_FIGURES
+                if isinstance(value := check.figures.get(key), int | float)
+            }
+            if "p95_ms" in figures and "requests_per_s" in figures:
+                return figures
+        return {}
+
     def evidence(self) -> str:
-        """One line per check: what was measured against what, and where the reports are."""
-        lines = [
+        """One line per check: what was measured against what, and where the reports are.
+
+        A failed gate starts with its class and root cause, so the person reading the pending
+        approval sees the cause first; a design gate names the service command to approve.
+        """
+        lines: list[str] = []
+        if not self.passed and self.root_cause and self.failure_class != "agent":
+            # Nobody's code is to blame: the cause comes first, before the checks' lines.
+            lines.append(f"root cause ({self.failure_class}): {self.root_cause}")
+        if self.service_command:
+            health = f" (ready at {self.service_health_path})" if self.service_health_path else ""
+            lines.append(f"service command: {' '.join(self.service_command)}{health}")
+        lines.extend(
             f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.summary}"
             + (f" (target {c.threshold})" if c.threshold else "")
+            + (f" [{c.failure_class}]" if c.failure_class and c.failure_class != "agent" else "")
             for c in self.checks
-        ]
+        )
         if self.report_dir:
             lines.append(f"reports: {self.report_dir} @ {(self.commit or '')[:12]}")
         return "\n".join(lines)[:3000]

@@ -66,6 +66,21 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST),
         description="Variables an executor subprocess inherits; everything else is scrubbed.",
     )
+    env_root: Path | None = Field(
+        default=None,
+        description="Per-task environments (the target's dependencies), one per dependency "
+        "hash; default <data_dir>/envs.",
+    )
+    uv_cache_dir: Path | None = Field(
+        default=None, description="uv's package cache (UV_CACHE_DIR); default <data_dir>/uv-cache."
+    )
+    env_offline: bool = Field(
+        default=False,
+        description="Build task environments from uv's cache only (uv --offline): no index.",
+    )
+    env_build_timeout_s: float = Field(
+        default=900.0, gt=0, le=7200, description="Bound on building one task environment."
+    )
 
     @field_validator("executor")
     @classmethod
@@ -79,3 +94,11 @@ class Settings(BaseSettings):
     @property
     def cassettes(self) -> Path:
         return self.record_dir or self.data_dir / "cassettes"
+
+    @property
+    def envs(self) -> Path:
+        return self.env_root or self.data_dir / "envs"
+
+    @property
+    def uv_cache(self) -> Path:
+        return self.uv_cache_dir or self.data_dir / "uv-cache"

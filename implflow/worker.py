@@ -4,12 +4,11 @@ Stops gracefully on SIGTERM/SIGINT: no new tasks are taken, running activities
 get ``IMPLFLOW_SHUTDOWN_GRACE_S`` seconds, then are cancelled (which kills their
 executor process groups). Anything unfinished is retried by another worker.
 
-This module is the composition root, the one place in the ``implflow`` package that
-imports ``workflows/`` and ``activities/``: a worker is those layers joined to a client
-and the settings, so whatever builds it must see them all. Every other module of the
-package (contracts, settings, client, CLI) stays below both layers; the CLI's
-``worker`` and ``demo`` commands reach the layers only through here. It stays inside
-the package rather than in the top-level ``worker.py``, because the installed console
+This module is the composition root: a worker is ``workflows/`` and ``activities/``
+joined to a client and the settings, so whatever builds it must import every layer.
+The rest of the package (contracts, settings, client, CLI) sits below both layers, and
+the CLI's ``worker`` and ``demo`` commands reach them only through here. It stays inside
+the package rather than in the top-level ``worker.py`` because the installed console
 script (``implflow worker``, ``implflow demo``) needs it: moving it out would not remove
 that edge, only route it through a module named ``worker`` at the top of site-packages.
 """
@@ -24,6 +23,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import ImplActivities
+from activities.plans import PlanActivities
 from implflow.connection import connect
 from implflow.errors import ImplflowError
 from implflow.exit import hard_exit
@@ -31,6 +31,7 @@ from implflow.logs import configure_logging, get_logger
 from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
 from workflows import WORKFLOWS
+from workflows.plan import PlanWorkflow
 
 log = get_logger("implflow.worker")
 
@@ -44,13 +45,14 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=WORKFLOWS,
+        workflows=[*WORKFLOWS, PlanWorkflow],
         activities=[
             acts.prepare_task,
             acts.run_phase,
             acts.run_gate,
             acts.open_pull_request,
             acts.send_reminder,
+            *PlanActivities(settings, client).all(),
         ],
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_s),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,8 +31,8 @@ def phase_input(repo: Path, command: list[str] | None, **spec: object) -> PhaseI
         description="d; rm -rf / $(whoami)",
         repo=str(repo),
         executor="shell",
-        phase=PhaseSpec(name="implement", **spec),
-        round=2,  # type: ignore[arg-type]
+        phase=PhaseSpec(name="implement", **spec),  # type: ignore[arg-type]
+        round=2,
         feedback=["fix it"],
         command=command,
     )
@@ -148,6 +149,80 @@ async def test_a_retried_round_already_committed_is_not_run_again(
     assert counter.read_text() == "x"  # the executor ran once
     assert (again.reused, again.commit, again.summary) == (True, first.commit, first.summary)
     assert branch_log(repo, "wf-1") == ["implflow: implement (round 2)"]
+
+
+OLD_RECORD = {  # what run_phase stored before the record was a model: same keys, same values
+    "phase": "implement",
+    "round": 2,
+    "attempt": 3,
+    "executor": "claude-code",
+    "outcome": "done",
+    "summary": "recorded by an earlier implflow",
+    "duration_s": 12.5,
+    "artifacts": [".implflow/logs/implement-r2-a3.claude.jsonl"],
+    "usage": {
+        "session_id": "sess-old",
+        "cost_usd": 0.25,
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "turns": 4,
+    },
+}
+
+
+def _push_old_round(repo: Path, work: Path) -> str:
+    """Commit ``OLD_RECORD`` on the task branch the way an earlier worker did; its sha."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=work, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    subprocess.run(["git", "clone", "-q", str(repo), str(work)], check=True)
+    git("checkout", "-q", "-b", "implflow/wf-1")
+    record = work / ".implflow" / "runs" / "implement-r2.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps(OLD_RECORD, indent=2, sort_keys=True) + "\n")
+    git("add", "--force", ".implflow")
+    trailers = "".join(
+        f"Implflow-{k}: {v}\n"
+        for k, v in (("Workflow", "wf-1"), ("Phase", "implement"), ("Round", "2"), ("Attempt", "3"))
+    )
+    git(
+        "-c",
+        "user.name=old",
+        "-c",
+        "user.email=old@localhost",
+        "commit",
+        "-q",
+        "-m",
+        f"implflow: implement (round 2)\n\nold\n\n{trailers}",
+    )
+    git("push", "-q", "origin", "implflow/wf-1")
+    return git("rev-parse", "HEAD")
+
+
+async def test_a_round_recorded_by_an_earlier_version_is_returned_as_recorded(
+    acts: ImplActivities, tmp_path: Path, repo: Path
+) -> None:
+    sha = _push_old_round(repo, tmp_path / "old-worker")
+    never_run = [sys.executable, "-c", "raise SystemExit(9)"]  # would fail the round if run
+    result = await ActivityEnvironment().run(acts.run_phase, phase_input(repo, never_run))
+    assert (result.reused, result.commit, result.outcome) == (True, sha, "done")
+    assert result.summary == "recorded by an earlier implflow"
+    assert (result.duration_s, result.artifacts) == (12.5, OLD_RECORD["artifacts"])
+    assert (result.cost_usd, result.tokens, result.turns) == (0.25, 120, 4)
+    assert result.session_id == "sess-old"
+
+
+async def test_a_new_round_record_keeps_the_keys_earlier_versions_read(
+    acts: ImplActivities, repo: Path
+) -> None:
+    inp = phase_input(repo, [sys.executable, "-c", "print('did it')"])
+    result = await ActivityEnvironment().run(acts.run_phase, inp)
+    record = json.loads(branch_file(repo, "wf-1", ".implflow/runs/implement-r2.json"))
+    assert set(record) == set(OLD_RECORD)  # the commit is never inside its own record
+    assert (record["summary"], record["executor"], record["usage"]) == ("did it", "shell", None)
+    assert result.commit and not result.reused
 
 
 async def test_not_a_git_repository_is_refused(acts: ImplActivities, tmp_path: Path) -> None:

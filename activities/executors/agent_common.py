@@ -8,22 +8,26 @@ known. ``AgentExecutor`` is their common base: settings that fail to load and a
 missing CLI are ``EXECUTOR_UNAVAILABLE``, a retry resumes the earlier session (or
 starts afresh when this worker does not know it), and one run of the CLI goes
 through ``run_event_stream`` with the log files and limits both use.
+
+An agent executor is built once per worker (``from_settings``: its ``IMPLFLOW_<AGENT>_*``
+variables are read then, and only then) and shared by concurrent activities, so the
+specialist text of a run is worked out per run and passed along, never kept on ``self``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Protocol, Self, TypeVar, cast
 
-from pydantic import ValidationError
-from pydantic_settings import SettingsError
+from pydantic import AfterValidator, ValidationError
+from pydantic_settings import BaseSettings, SettingsError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.executors.agent_errors import AGENT_STALLED
 from activities.executors.base import ExecutionContext
 from activities.executors.stream import (
     Event,
@@ -33,14 +37,26 @@ from activities.executors.stream import (
     run_event_stream,
 )
 from activities.process import heartbeat_every_s
-from activities.specialists import (
-    DEFAULT_SPECIALIST,
-    SpecialistError,
-    build_prompt,
-    find_specialist,
-)
-from implflow.errors import EXECUTOR_UNAVAILABLE, INVALID_INPUT
+from activities.prompts import build_prompt
+from activities.specialists import DEFAULT_SPECIALIST, SpecialistError, find_specialist
+from implflow.errors import AGENT_STALLED, EXECUTOR_UNAVAILABLE, INVALID_INPUT
 from implflow.models import PhaseInput
+from implflow.settings import Settings
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _variable_name(value: str) -> str:
+    # Anything but a variable name is refused, so a key pasted here is never echoed back.
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable (like OPENAI_API_KEY), not the key itself"
+        )
+    return value
+
+
+EnvVarName = Annotated[str, AfterValidator(_variable_name)]
+"""A setting that names the worker variable holding a key: never the key itself."""
 
 RESUME_PROMPT = (
     "The previous attempt at this phase was interrupted. Continue where it stopped "
@@ -51,7 +67,7 @@ RESUME_PROMPT = (
 def phase_prompt(pin: PhaseInput, workdir: Path | None = None) -> str:
     """The user prompt of a phase round: task, phase, artifacts, guidelines, feedback.
 
-    Built by ``activities.specialists.build_prompt`` from the checkout in ``workdir``
+    Built by ``activities.prompts.build_prompt`` from the checkout in ``workdir``
     (task text stays data: the prompt travels as one argv element after ``--``).
     """
     return build_prompt(pin, workdir if workdir is not None else Path("/nonexistent"))
@@ -69,6 +85,11 @@ def specialist_prompt(pin: PhaseInput, workdir: Path, specialists_dir: Path | No
 def as_int(value: object) -> int:
     """A count from an agent event; anything but an int (absent, null, text) counts 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def dollars(cost_usd: float | None) -> str:
+    """A run's cost for messages: ``$0.0123``, or ``cost unknown`` when it was not priced."""
+    return f"${cost_usd:.4f}" if cost_usd is not None else "cost unknown"
 
 
 def record_session(path: Path, session_id: str, attempt: int) -> None:
@@ -89,6 +110,42 @@ def previous_session(session_file: Path) -> str | None:
         return None
     value = recorded.get("session_id") if isinstance(recorded, dict) else None
     return value if isinstance(value, str) and value else None
+
+
+LoadedT = TypeVar("LoadedT", bound=BaseSettings)
+
+
+def load_settings(settings_type: type[LoadedT], *, executor: str, prefix: str) -> LoadedT:
+    """An executor's settings read from the worker's environment, once, by the worker.
+
+    A bad value is a non-retryable ``EXECUTOR_UNAVAILABLE`` naming the variable. The
+    message leaves the value out: a key pasted into the wrong variable is not echoed.
+    """
+    try:
+        return settings_type()
+    except ValidationError as err:
+        problems = "; ".join(
+            _variable(prefix, problem["loc"]) + f": {problem['msg']}"
+            for problem in err.errors(include_input=False, include_url=False)
+        )
+        raise ApplicationError(
+            f"{executor} executor: bad setting: {problems}",
+            type=EXECUTOR_UNAVAILABLE,
+            non_retryable=True,
+        ) from None
+    except SettingsError as err:  # a JSON-valued variable that is not JSON at all
+        raise ApplicationError(
+            f"{executor} executor: bad {prefix}* setting: {err}",
+            type=EXECUTOR_UNAVAILABLE,
+            non_retryable=True,
+        ) from None
+
+
+def _variable(prefix: str, loc: tuple[int | str, ...]) -> str:
+    """``IMPLFLOW_CODEX_PRICES (gpt-5.input_per_mtok)``: the variable, then where inside it."""
+    name = f"{prefix}{str(loc[0]).upper()}" if loc else prefix.rstrip("_")
+    inner = ".".join(str(part) for part in loc[1:])
+    return f"{name} ({inner})" if inner else name
 
 
 def find_binary(program: str, *, executor: str, install_hint: str, setting: str) -> str:
@@ -137,6 +194,8 @@ class AgentExecutor(Generic[SettingsT]):
 
     name: str
     install_hint: ClassVar[str]
+    settings_type: ClassVar[type[BaseSettings]]
+    """The executor's own settings class, read from the worker's environment."""
     env_prefix: ClassVar[str]
     """Of the executor's settings, e.g. ``IMPLFLOW_CLAUDE_``."""
     log_tag: ClassVar[str]
@@ -147,23 +206,28 @@ class AgentExecutor(Generic[SettingsT]):
 
     def __init__(
         self,
-        settings: SettingsT | None,
-        load: Callable[[], SettingsT],
+        settings: SettingsT,
         *,
+        specialists_dir: Path | None = None,
         system_prompt: str | None = None,
     ) -> None:
-        if settings is None:
-            try:
-                settings = load()
-            except (ValidationError, SettingsError) as err:
-                # SettingsError: a JSON-valued variable that is not JSON at all.
-                raise ApplicationError(
-                    f"{self.name} executor: bad {self.env_prefix}* setting: {err}",
-                    type=EXECUTOR_UNAVAILABLE,
-                    non_retryable=True,
-                ) from None
         self.settings: SettingsT = settings
+        self.specialists_dir = specialists_dir
+        """The worker's specialist files, looked up after the repo's ``.claude/agents``."""
         self.system_prompt = system_prompt
+        """Fixed specialist text for every run; ``None``: each task's specialist is looked up."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """Reads the executor's ``env_prefix`` variables once, for the life of the worker."""
+        own = load_settings(cls.settings_type, executor=cls.name, prefix=cls.env_prefix)
+        return cls(cast(SettingsT, own), specialists_dir=settings.specialists_dir)
+
+    def specialist_text(self, ctx: ExecutionContext) -> str:
+        """The specialist text of this run: the fixed one, else the task's specialist."""
+        if self.system_prompt is not None:
+            return self.system_prompt
+        return specialist_prompt(ctx.phase_input, ctx.workdir, self.specialists_dir)
 
     def check_available(self) -> None:
         """Raise a non-retryable ``EXECUTOR_UNAVAILABLE`` when the CLI is not installed."""

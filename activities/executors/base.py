@@ -3,8 +3,11 @@
 An executor gets a prepared working directory and the phase context, does the
 work (run commands, drive a coding agent, ...), and returns a short outcome.
 Everything long (logs, transcripts) goes to files; only the outcome enters
-Temporal history. New executors (claude-code, codex, llm, replay) implement
-``Executor`` and register in ``activities/executors/__init__.py``.
+Temporal history. New executors implement ``Executor``, have a
+``from_settings(settings)`` constructor, and register in ``activities/executors/__init__.py``.
+
+A worker builds each executor once and shares it between concurrent activities: everything
+that belongs to one task or one attempt travels in ``ExecutionContext``, never on ``self``.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, Self
 
 from implflow.models import AgentUsage, PhaseInput
+from implflow.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class ExecutionContext:
 
 @dataclass
 class ExecutionOutcome:
+    """What an executor reports for one attempt (the activity stores it on the branch)."""
+
     outcome: Literal["done", "nothing-to-do"]
     summary: str
     artifacts: list[str] = field(default_factory=list)
@@ -42,7 +48,11 @@ class ExecutionOutcome:
 
 
 class Executor(Protocol):
-    """Does one phase's work. Raise ``ApplicationError`` with an ``implflow.errors`` type."""
+    """Does one phase's work. Raise ``ApplicationError`` with an ``implflow.errors`` type.
+
+    Built once per worker (from the worker's settings) and shared by concurrent activities,
+    so ``execute`` must not keep task state on the instance.
+    """
 
     name: str
 
@@ -52,3 +62,12 @@ class Executor(Protocol):
     async def execute(self, ctx: ExecutionContext) -> ExecutionOutcome:
         """Do the phase's work in ``ctx.workdir``."""
         ...
+
+
+class WithoutSettings:
+    """Base of executors with no settings of their own (the phase input says what to do)."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The executor; the worker's settings only reach it through ``ExecutionContext``."""
+        return cls()

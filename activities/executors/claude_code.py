@@ -41,21 +41,20 @@ from activities.executors.agent_common import (
     RESUME_PROMPT,
     AgentExecutor,
     as_int,
+    dollars,
     phase_prompt,
     record_session,
-    specialist_prompt,
 )
-from activities.executors.agent_errors import (
+from activities.executors.base import ExecutionContext, ExecutionOutcome
+from activities.executors.stream import Event, StreamResult
+from activities.process import scrubbed_env
+from implflow.errors import (
     AGENT_API_ERROR,
     AGENT_FAILED,
     AGENT_PERMISSION_DENIED,
     BUDGET_EXCEEDED,
 )
-from activities.executors.base import ExecutionContext, ExecutionOutcome
-from activities.executors.stream import Event, StreamResult
-from activities.process import scrubbed_env
 from implflow.models import AgentUsage, PhaseInput
-from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.executors.claude_code")
 
@@ -156,17 +155,10 @@ class _Session:
         }
 
     def usage(self) -> AgentUsage:
-        return AgentUsage(
-            session_id=self.session_id,
-            cost_usd=self.cost_usd,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            turns=self.turns,
-        )
+        return AgentUsage.model_validate(self.progress())
 
     def facts(self) -> str:
-        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "cost unknown"
-        return f"{self.turns} turns, {cost}, session {self.session_id or 'none'}"
+        return f"{self.turns} turns, {dollars(self.cost_usd)}, session {self.session_id or 'none'}"
 
     def details(self) -> dict[str, Any]:
         """Small facts for the failure (the workflow's cost ledger reads them)."""
@@ -182,19 +174,24 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
 
     name = "claude-code"
     install_hint = INSTALL_HINT
+    settings_type = ClaudeCodeSettings
     env_prefix = "IMPLFLOW_CLAUDE_"
     log_tag = "claude"
     log = log
 
-    def __init__(
-        self, settings: ClaudeCodeSettings | None = None, *, system_prompt: str | None = None
-    ) -> None:
-        super().__init__(settings, ClaudeCodeSettings, system_prompt=system_prompt)
-
     def argv(
-        self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
+        self,
+        binary: str,
+        pin: PhaseInput,
+        *,
+        resume: str | None,
+        workdir: Path | None = None,
+        system_prompt: str | None = None,
     ) -> list[str]:
-        """The command line; the prompt is the last element, after ``--``."""
+        """The command line; the prompt is the last element, after ``--``.
+
+        ``system_prompt`` is this run's specialist text (default: the fixed one, if any).
+        """
         s = self.settings
         max_turns = pin.budget.max_turns_per_phase or s.max_turns
         budget_usd = pin.budget.max_usd_per_phase or s.max_budget_usd
@@ -207,7 +204,8 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
         if s.allowed_tools:
             # One "--opt=value" element: a variadic option can never swallow the prompt.
             argv.append("--allowedTools=" + ",".join(s.allowed_tools))
-        system_prompt = self._system_prompt()
+        if system_prompt is None:
+            system_prompt = self._fixed_system_prompt()
         if system_prompt:
             argv += ["--append-system-prompt", system_prompt]
         if resume:
@@ -216,7 +214,8 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
         argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin, workdir)]
         return argv
 
-    def _system_prompt(self) -> str | None:
+    def _fixed_system_prompt(self) -> str | None:
+        """The text given to the executor or in ``APPEND_SYSTEM_PROMPT_FILE``, if any."""
         if self.system_prompt is not None:
             return self.system_prompt
         path = self.settings.append_system_prompt_file
@@ -226,18 +225,19 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
         """Run Claude Code on the phase; raise ``ApplicationError`` on any failed run."""
         pin = ctx.phase_input
         binary = self._binary()
-        if self.system_prompt is None and self.settings.append_system_prompt_file is None:
-            self.system_prompt = specialist_prompt(pin, ctx.workdir, Settings().specialists_dir)
+        system_prompt = self._fixed_system_prompt()
+        if system_prompt is None:
+            system_prompt = self.specialist_text(ctx)
         session, result = await self._run_resuming(
             ctx,
-            lambda resume: self._run(ctx, binary, resume=resume),
+            lambda resume: self._run(ctx, binary, system_prompt, resume=resume),
             # Claude Code without such a session fails at once, before any init event.
             lambda session: session.saw_init or not _failed(session, "error_during_execution"),
         )
         return _judge(session, result, pin, self.settings.permission_mode)
 
     async def _run(
-        self, ctx: ExecutionContext, binary: str, *, resume: str | None
+        self, ctx: ExecutionContext, binary: str, system_prompt: str, *, resume: str | None
     ) -> tuple[_Session, StreamResult]:
         session = _Session()
         session_file = self._session_file(ctx)
@@ -252,7 +252,13 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
             ctx,
             binary,
             session,
-            argv=self.argv(binary, ctx.phase_input, resume=resume, workdir=ctx.workdir),
+            argv=self.argv(
+                binary,
+                ctx.phase_input,
+                resume=resume,
+                workdir=ctx.workdir,
+                system_prompt=system_prompt,
+            ),
             env=_agent_env(ctx.env_allowlist),
             resume=resume,
             on_event=on_event,

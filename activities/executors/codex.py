@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,22 +63,24 @@ from temporalio.exceptions import ApplicationError
 from activities.executors.agent_common import (
     RESUME_PROMPT,
     AgentExecutor,
+    EnvVarName,
     as_int,
+    dollars,
     phase_prompt,
     record_session,
-    specialist_prompt,
-)
-from activities.executors.agent_errors import (
-    AGENT_API_ERROR,
-    AGENT_FAILED,
-    BUDGET_EXCEEDED,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.stream import Event, StreamResult
 from activities.process import scrubbed_env
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from activities.workspace import safe_name
+from implflow.errors import (
+    AGENT_API_ERROR,
+    AGENT_FAILED,
+    BUDGET_EXCEEDED,
+    EXECUTOR_UNAVAILABLE,
+    ImplflowError,
+)
 from implflow.models import AgentUsage, PhaseInput
-from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.executors.codex")
 
@@ -90,8 +91,6 @@ INSTALL_HINT = f"npm install -g @openai/codex@{CODEX_VERSION}"
 
 PROVIDER_ID = "implflow"
 """The model provider implflow defines in the generated ``config.toml``."""
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ModelPrice(BaseModel):
@@ -129,7 +128,7 @@ class CodexSettings(BaseSettings):
     base_url: str | None = Field(
         default=None, description="Responses API base URL; default OPENAI_BASE_URL or OpenAI."
     )
-    api_key_env: str = Field(
+    api_key_env: EnvVarName = Field(
         default="OPENAI_API_KEY", description="NAME of the worker variable holding the key."
     )
     prices: dict[str, ModelPrice] = Field(
@@ -194,7 +193,7 @@ class Usage:
         return dollars / 1_000_000
 
 
-class _OverBudget(Exception):
+class _OverBudget(ImplflowError):
     """Raised from the event callback: the runner kills the process group and re-raises."""
 
 
@@ -348,19 +347,12 @@ class _Run:
         }
 
     def agent_usage(self) -> AgentUsage:
-        usage = self.usage
-        return AgentUsage(
-            session_id=self.thread_id,
-            cost_usd=self.cost_usd,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            turns=self.turns,
-        )
+        return AgentUsage.model_validate(self.details())
 
     def facts(self) -> str:
-        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "cost unknown"
         usage = self.usage
         tokens = f"{usage.input_tokens} in / {usage.output_tokens} out tokens"
+        cost = dollars(self.cost_usd)
         return f"{self.turns} turns, {tokens}, {cost}, session {self.thread_id or 'none'}"
 
 
@@ -378,22 +370,11 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
 
     name = "codex"
     install_hint = INSTALL_HINT
+    settings_type = CodexSettings
     env_prefix = "IMPLFLOW_CODEX_"
     log_tag = "codex"
     session_noun = "thread"
     log = log
-
-    def __init__(
-        self, settings: CodexSettings | None = None, *, system_prompt: str | None = None
-    ) -> None:
-        super().__init__(settings, CodexSettings, system_prompt=system_prompt)
-        if not _ENV_NAME.fullmatch(self.settings.api_key_env):
-            raise ApplicationError(
-                "codex executor: IMPLFLOW_CODEX_API_KEY_ENV must be a variable NAME, "
-                "not a key value",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            )
 
     def argv(
         self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
@@ -410,9 +391,14 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
         argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin, workdir)]
         return argv
 
-    def config_toml(self) -> str:
-        """The whole ``config.toml`` of the isolated ``CODEX_HOME`` (no secret in it)."""
+    def config_toml(self, system_prompt: str | None = None) -> str:
+        """The whole ``config.toml`` of the isolated ``CODEX_HOME`` (no secret in it).
+
+        ``system_prompt`` is this run's specialist text (default: the fixed one, if any).
+        """
         s = self.settings
+        if system_prompt is None:
+            system_prompt = self.system_prompt
         base_url = s.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         lines = [
             "# Written by implflow before each run; edits are overwritten.",
@@ -421,8 +407,8 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
             'approval_policy = "never"',
             'sandbox_mode = "workspace-write"',
         ]
-        if self.system_prompt:
-            lines.append(f"developer_instructions = {toml_string(self.system_prompt)}")
+        if system_prompt:
+            lines.append(f"developer_instructions = {toml_string(system_prompt)}")
         lines += [
             "",
             "[sandbox_workspace_write]",
@@ -454,11 +440,10 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
         ]
         return "\n".join(lines)
 
-    def codex_home(self, ctx: ExecutionContext) -> Path:
+    def codex_home(self, ctx: ExecutionContext, system_prompt: str | None = None) -> Path:
         """Per task, on this worker, outside the checkout (kept across attempts for resume)."""
         if self.settings.home_root is not None:
-            safe = re.sub(r"[^A-Za-z0-9._-]", "_", ctx.phase_input.workflow_id)[:200] or "_"
-            home = self.settings.home_root / safe
+            home = self.settings.home_root / safe_name(ctx.phase_input.workflow_id)
         else:
             home = ctx.context_file.parent / "codex-home"
         if home.resolve().is_relative_to(ctx.workdir.resolve()):
@@ -468,15 +453,14 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
                 non_retryable=True,
             )
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(self.config_toml(), encoding="utf-8")
+        (home / "config.toml").write_text(self.config_toml(system_prompt), encoding="utf-8")
         return home
 
     async def execute(self, ctx: ExecutionContext) -> ExecutionOutcome:
         """Run Codex on the phase; raise ``ApplicationError`` on any failed run."""
         pin = ctx.phase_input
         binary = self._binary()
-        if self.system_prompt is None:
-            self.system_prompt = specialist_prompt(pin, ctx.workdir, Settings().specialists_dir)
+        system_prompt = self.specialist_text(ctx)
         max_usd = pin.budget.max_usd_per_phase or self.settings.max_usd_per_phase
         price = self.settings.price(self.settings.model)
         if max_usd is not None and price is None:
@@ -486,7 +470,7 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
                 type=EXECUTOR_UNAVAILABLE,
                 non_retryable=True,
             )
-        home = self.codex_home(ctx)
+        home = self.codex_home(ctx, system_prompt)
         run, result = await self._run_resuming(
             ctx,
             lambda resume: self._run(ctx, binary, home, price, resume=resume),

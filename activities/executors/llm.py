@@ -29,26 +29,25 @@ model is ``ExecutorUnavailable``. The transcript goes to ``ctx.log_dir``.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
 from activities import confine
-from activities.executors.agent_common import phase_prompt, specialist_prompt
-from activities.executors.agent_errors import (
-    AGENT_API_ERROR,
-    AGENT_FAILED,
-    BUDGET_EXCEEDED,
+from activities.executors.agent_common import (
+    EnvVarName,
+    load_settings,
+    phase_prompt,
+    specialist_prompt,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.process import heartbeat_every_s, run_process, scrubbed_env
-from implflow.errors import EXECUTOR_UNAVAILABLE
-from implflow.settings import Settings as ImplflowSettings
+from implflow.errors import AGENT_API_ERROR, AGENT_FAILED, BUDGET_EXCEEDED, EXECUTOR_UNAVAILABLE
+from implflow.settings import Settings
 
 try:
     from pydantic_ai import (
@@ -75,8 +74,6 @@ if TYPE_CHECKING:
     from pydantic_ai.usage import RunUsage
 
 INSTALL_HINT = "pip install 'implflow[llm]' (pydantic-ai-slim with the openai and anthropic extras)"
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 TOOL_ARG_RETRIES = 2
 """Times the model may resend a tool call whose arguments failed validation.
@@ -106,7 +103,7 @@ class LlmSettings(BaseSettings):
     base_url: str | None = Field(
         default=None, description="OpenAI-compatible (or Anthropic) endpoint, e.g. Ollama."
     )
-    api_key_env: str | None = Field(
+    api_key_env: EnvVarName | None = Field(
         default=None, description="NAME of the worker variable holding the API key."
     )
     max_turns: int = Field(default=50, gt=0, description="Model requests per phase.")
@@ -115,17 +112,6 @@ class LlmSettings(BaseSettings):
     command_timeout_s: float = Field(default=600.0, gt=0, description="One run_command.")
     read_max_bytes: int = Field(default=200_000, gt=0, description="read_file returns at most.")
     list_max_entries: int = Field(default=500, gt=0, description="list_dir returns at most.")
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _is_a_name(cls, value: str | None) -> str | None:
-        # Refuse anything that is not a variable name, so a pasted key is never echoed back.
-        if value is not None and not _ENV_NAME.fullmatch(value):
-            raise ValueError(
-                "must be the NAME of an environment variable (like OPENAI_API_KEY), "
-                "not the key itself"
-            )
-        return value
 
     @field_validator("base_url")
     @classmethod
@@ -340,22 +326,24 @@ class LlmExecutor:
 
     def __init__(
         self,
-        settings: LlmSettings | None = None,
+        settings: LlmSettings,
         *,
         model: Model | None = None,
+        specialists_dir: Path | None = None,
         system_prompt: str | None = None,
     ) -> None:
-        try:
-            self.settings = settings or LlmSettings()
-        except ValidationError as err:
-            # Without the input values: a key pasted into the wrong variable is not echoed.
-            problems = "; ".join(
-                f"IMPLFLOW_LLM_{'_'.join(str(x) for x in e['loc']).upper()}: {e['msg']}"
-                for e in err.errors(include_input=False, include_url=False)
-            )
-            raise _unavailable(f"bad setting: {problems}") from None
+        self.settings = settings
         self._model = model
+        """A model object to use instead of building one from the settings (tests)."""
+        self.specialists_dir = specialists_dir
         self.system_prompt = system_prompt
+        """Fixed specialist text for every run; ``None``: each task's specialist is looked up."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LlmExecutor:
+        """Reads ``IMPLFLOW_LLM_*`` once, for the life of the worker."""
+        own = load_settings(LlmSettings, executor=cls.name, prefix="IMPLFLOW_LLM_")
+        return cls(own, specialists_dir=settings.specialists_dir)
 
     def check_available(self) -> None:
         """Raise a non-retryable ``EXECUTOR_UNAVAILABLE`` saying what to install or set."""
@@ -375,9 +363,7 @@ class LlmExecutor:
         progress = _Progress()
         toolbox = _Toolbox(ctx, self.settings, progress)
         instructions = INSTRUCTIONS
-        specialist = self.system_prompt or specialist_prompt(
-            pin, ctx.workdir, ImplflowSettings().specialists_dir
-        )
+        specialist = self.system_prompt or specialist_prompt(pin, ctx.workdir, self.specialists_dir)
         instructions += "\n\n" + specialist
         agent: Agent[None, str] = Agent(
             model,
@@ -411,33 +397,10 @@ class LlmExecutor:
                     progress.take_usage(run.usage)
                     if run.result is not None:
                         output = run.result.output
-            except UsageLimitExceeded as err:
-                _save(transcript, messages)
-                reason = str(err).split(". Consider")[0]
-                raise ApplicationError(
-                    f"{where} hit its budget: {reason} ({progress.facts()})",
-                    progress.details(),
-                    type=BUDGET_EXCEEDED,
-                    non_retryable=True,
-                ) from None
-            except ModelHTTPError as err:
-                _save(transcript, messages)
-                raise _http_error(where, err, progress) from None
-            except ModelAPIError as err:
-                _save(transcript, messages)
-                raise ApplicationError(
-                    f"{where}: model API failed: {type(err).__name__} ({progress.facts()})",
-                    progress.details(),
-                    type=AGENT_API_ERROR,
-                ) from None
-            except (UnexpectedModelBehavior, UserError) as err:
-                _save(transcript, messages)
-                raise ApplicationError(
-                    f"{where} failed: {str(err)[:300]} ({progress.facts()})",
-                    progress.details(),
-                    type=AGENT_FAILED,
-                ) from None
-        _save(transcript, messages)
+            except (UsageLimitExceeded, ModelAPIError, UnexpectedModelBehavior, UserError) as err:
+                raise _run_error(where, err, progress) from None
+            finally:
+                _save(transcript, messages)  # also of a failed run: it says what went wrong
         if output is None:
             raise ApplicationError(
                 f"{where} ended without a final answer ({progress.facts()})",
@@ -521,6 +484,25 @@ def _api_key(settings: LlmSettings) -> str | None:
 
 def _model_label(model: Model) -> str:
     return f"{model.system}:{model.model_name}"
+
+
+def _run_error(where: str, err: Exception, progress: _Progress) -> ApplicationError:
+    """The activity error for an agent run that pydantic-ai ended with ``err``."""
+    if isinstance(err, UsageLimitExceeded):
+        reason = str(err).split(". Consider")[0]
+        return ApplicationError(
+            f"{where} hit its budget: {reason} ({progress.facts()})",
+            progress.details(),
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+    if isinstance(err, ModelHTTPError):
+        return _http_error(where, err, progress)
+    if isinstance(err, ModelAPIError):
+        message, kind = f"{where}: model API failed: {type(err).__name__}", AGENT_API_ERROR
+    else:  # UnexpectedModelBehavior, UserError
+        message, kind = f"{where} failed: {str(err)[:300]}", AGENT_FAILED
+    return ApplicationError(f"{message} ({progress.facts()})", progress.details(), type=kind)
 
 
 def _http_error(where: str, err: ModelHTTPError, progress: _Progress) -> ApplicationError:

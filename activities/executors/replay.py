@@ -16,16 +16,17 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from activities.executors.base import ExecutionContext, ExecutionOutcome
+from activities.executors.base import ExecutionContext, ExecutionOutcome, WithoutSettings
 from activities.workspace import GitError, git
-from implflow.errors import EXECUTOR_UNAVAILABLE, INVALID_INPUT
+from implflow.errors import EXECUTOR_UNAVAILABLE, INVALID_INPUT, REPLAY_PATCH_FAILED
+from implflow.models import PHASE_NAME_PATTERN
 
-_SAFE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_PHASE_NAME = re.compile(PHASE_NAME_PATTERN)
 
 
 def cassette_files(cassette: Path, phase: str, rnd: int) -> tuple[Path | None, Path | None]:
     """The patch (and its metadata) for a phase round, or ``(None, None)``."""
-    if not _SAFE.match(phase):
+    if not _PHASE_NAME.fullmatch(phase):  # it becomes a file name below
         raise ApplicationError(
             f"phase name {phase!r} is not a safe file name", type=INVALID_INPUT, non_retryable=True
         )
@@ -37,7 +38,7 @@ def cassette_files(cassette: Path, phase: str, rnd: int) -> tuple[Path | None, P
     return None, None
 
 
-class ReplayExecutor:
+class ReplayExecutor(WithoutSettings):
     """Applies the cassette's patch for the phase round to the checkout."""
 
     name = "replay"
@@ -75,7 +76,7 @@ class ReplayExecutor:
         except GitError as err:
             raise ApplicationError(
                 f"replay executor: {patch.name} does not apply: {err}",
-                type="ReplayPatchFailed",
+                type=REPLAY_PATCH_FAILED,
                 non_retryable=True,
             ) from None
         summary = f"applied {patch.name}"

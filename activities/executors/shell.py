@@ -13,12 +13,12 @@ import shutil
 
 from temporalio.exceptions import ApplicationError
 
-from activities.executors.base import ExecutionContext, ExecutionOutcome
+from activities.executors.base import ExecutionContext, ExecutionOutcome, WithoutSettings
 from activities.process import heartbeat_every_s, run_process, scrubbed_env
 from implflow.errors import EXECUTOR_UNAVAILABLE, PHASE_COMMAND_FAILED
 
 
-class ShellExecutor:
+class ShellExecutor(WithoutSettings):
     """Per-phase argv commands; exit code 0 means the phase's work is done."""
 
     name = "shell"

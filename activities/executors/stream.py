@@ -31,7 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from activities.process import _tail, kill_group, stop_group
+from activities.process import kill_group, log_tail, stop_group
+from implflow.errors import ImplflowError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """One event may carry a whole file (a tool result); refuse only absurd lines."""
@@ -39,7 +40,7 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 Event = dict[str, Any]
 
 
-class StreamStalled(Exception):
+class StreamStalled(ImplflowError):
     """No event arrived for ``stall_s`` seconds; the process group has been killed."""
 
 
@@ -222,5 +223,5 @@ async def run_event_stream(
         events=watch.events,
         lingered=lingered,
         log_path=log_path,
-        stderr_tail=_tail(stderr_path),
+        stderr_tail=log_tail(stderr_path),
     )

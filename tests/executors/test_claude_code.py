@@ -24,20 +24,21 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.executors.agent_errors import (
-    AGENT_API_ERROR,
-    AGENT_PERMISSION_DENIED,
-    AGENT_STALLED,
-    BUDGET_EXCEEDED,
-)
 from activities.executors.claude_code import (
     CLAUDE_CODE_VERSION,
     ClaudeCodeExecutor,
     ClaudeCodeSettings,
 )
 from activities.executors.stream import StreamLimits, run_event_stream
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from implflow.errors import (
+    AGENT_API_ERROR,
+    AGENT_PERMISSION_DENIED,
+    AGENT_STALLED,
+    BUDGET_EXCEEDED,
+    EXECUTOR_UNAVAILABLE,
+)
 from implflow.models import Budget
+from implflow.settings import Settings
 from tests.executors.harness import (
     Harness,
     assert_cancel_kills,
@@ -98,8 +99,10 @@ def h(tmp_path: Path, agent_env: tuple[str, ...]) -> Harness:
     return harness(tmp_path, agent_env)
 
 
-def executor(**settings: Any) -> ClaudeCodeExecutor:
-    return ClaudeCodeExecutor(ClaudeCodeSettings(bin=CLAUDE_BIN or "claude", **settings))
+def executor(system_prompt: str | None = None, **settings: Any) -> ClaudeCodeExecutor:
+    return ClaudeCodeExecutor(
+        ClaudeCodeSettings(bin=CLAUDE_BIN or "claude", **settings), system_prompt=system_prompt
+    )
 
 
 # --- without the CLI -------------------------------------------------------------------
@@ -177,8 +180,7 @@ async def test_writes_a_real_file_and_reports_cost_turns_session(
     # The pause before the last turn lets a periodic heartbeat report the first turn.
     turns = [write_file(str(h.workdir / "hello.txt"), "hello from the agent\n")]
     fake.load([*turns, text("Done.", delay_s=2)])
-    ex = executor()
-    ex.system_prompt = "SPECIALIST-MARKER: you are the backend specialist."
+    ex = executor(system_prompt="SPECIALIST-MARKER: you are the backend specialist.")
     outcome = await ex.execute(h.ctx())
 
     assert (h.workdir / "hello.txt").read_text() == "hello from the agent\n"
@@ -338,19 +340,22 @@ async def test_agent_gets_a_scrubbed_environment(h: Harness, fake: FakeAnthropic
     assert "canary-must-not-leak" not in dump.read_text()
 
 
-def test_bad_setting_is_unavailable_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_setting_is_unavailable_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IMPLFLOW_CLAUDE_PERMISSION_MODE", "yolo")
     with pytest.raises(ApplicationError) as err:
-        ClaudeCodeExecutor()
-    assert err.value.type == EXECUTOR_UNAVAILABLE
-    assert "permission_mode" in str(err.value)
+        ClaudeCodeExecutor.from_settings(Settings(data_dir=tmp_path))
+    assert err.value.type == EXECUTOR_UNAVAILABLE and err.value.non_retryable
+    assert "IMPLFLOW_CLAUDE_PERMISSION_MODE: Input should be" in str(err.value)
+    assert "yolo" not in str(err.value)  # the value is never echoed (it could be a key)
 
 
 def test_setting_that_is_not_json_is_unavailable_not_a_crash(
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IMPLFLOW_CLAUDE_ALLOWED_TOOLS", "not json")  # pydantic's SettingsError
     with pytest.raises(ApplicationError) as err:
-        ClaudeCodeExecutor()
+        ClaudeCodeExecutor.from_settings(Settings(data_dir=tmp_path))
     assert err.value.type == EXECUTOR_UNAVAILABLE
     assert "IMPLFLOW_CLAUDE_" in str(err.value)

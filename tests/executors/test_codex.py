@@ -26,11 +26,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.executors.agent_errors import (
-    AGENT_API_ERROR,
-    AGENT_STALLED,
-    BUDGET_EXCEEDED,
-)
 from activities.executors.codex import (
     CODEX_VERSION,
     CodexExecutor,
@@ -38,8 +33,9 @@ from activities.executors.codex import (
     ModelPrice,
     Usage,
 )
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from implflow.errors import AGENT_API_ERROR, AGENT_STALLED, BUDGET_EXCEEDED, EXECUTOR_UNAVAILABLE
 from implflow.models import Budget
+from implflow.settings import Settings
 from tests.executors.harness import (
     Harness,
     assert_cancel_kills,
@@ -106,7 +102,9 @@ def h(tmp_path: Path, agent_env: tuple[str, ...]) -> Harness:
     return harness(tmp_path, agent_env)
 
 
-def executor(fake: FakeResponsesServer | None = None, **settings: Any) -> CodexExecutor:
+def executor(
+    fake: FakeResponsesServer | None = None, system_prompt: str | None = None, **settings: Any
+) -> CodexExecutor:
     defaults: dict[str, Any] = {
         "bin": CODEX_BIN or "codex",
         "model": FAKE_MODEL,
@@ -115,7 +113,7 @@ def executor(fake: FakeResponsesServer | None = None, **settings: Any) -> CodexE
         "request_max_retries": 0,
         "stream_max_retries": 0,
     }
-    return CodexExecutor(CodexSettings(**{**defaults, **settings}))
+    return CodexExecutor(CodexSettings(**{**defaults, **settings}), system_prompt=system_prompt)
 
 
 # --- without the CLI -------------------------------------------------------------------
@@ -169,10 +167,14 @@ def test_config_names_the_key_variable_and_confines_the_sandbox() -> None:
     assert config["features"]["unbounded_connection_retries"] is False
 
 
-def test_api_key_setting_must_be_a_name_not_a_value() -> None:
+def test_api_key_setting_must_be_a_name_not_a_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMPLFLOW_CODEX_API_KEY_ENV", "sk-proj-abc123")
     with pytest.raises(ApplicationError) as err:
-        CodexExecutor(CodexSettings(api_key_env="sk-proj-abc123"))
-    assert err.value.type == EXECUTOR_UNAVAILABLE
+        CodexExecutor.from_settings(Settings(data_dir=tmp_path))
+    assert err.value.type == EXECUTOR_UNAVAILABLE and err.value.non_retryable
+    assert "IMPLFLOW_CODEX_API_KEY_ENV: Value error, must be the NAME" in str(err.value)
     assert "sk-proj" not in str(err.value)
 
 
@@ -186,11 +188,19 @@ def test_prices_come_from_the_table_and_cached_input_is_cheaper() -> None:
     assert settings.price("unknown-model") is None
 
 
-def test_bad_setting_is_unavailable_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_setting_is_unavailable_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IMPLFLOW_CODEX_PRICES", "not json")
     with pytest.raises(ApplicationError) as err:
-        CodexExecutor()
-    assert err.value.type == EXECUTOR_UNAVAILABLE
+        CodexExecutor.from_settings(Settings(data_dir=tmp_path))
+    assert err.value.type == EXECUTOR_UNAVAILABLE and err.value.non_retryable
+    assert "IMPLFLOW_CODEX_" in str(err.value)
+    monkeypatch.setenv("IMPLFLOW_CODEX_PRICES", '{"gpt-5": {"input_per_mtok": -1}}')
+    with pytest.raises(ApplicationError) as err:
+        CodexExecutor.from_settings(Settings(data_dir=tmp_path))
+    # The variable, then where inside its JSON value the problem is.
+    assert "IMPLFLOW_CODEX_PRICES (gpt-5.input_per_mtok): Input should be" in str(err.value)
 
 
 # --- with the real CLI -----------------------------------------------------------------
@@ -207,8 +217,7 @@ async def test_writes_a_real_file_and_reports_tokens_cost_session(
             text("Done.", delay_s=2, input_tokens=2000, cached_input_tokens=1000),
         ]
     )
-    ex = executor(fake)
-    ex.system_prompt = "SPECIALIST-MARKER: you are the backend specialist."
+    ex = executor(fake, system_prompt="SPECIALIST-MARKER: you are the backend specialist.")
     ctx = h.ctx()
     outcome = await ex.execute(ctx)
 

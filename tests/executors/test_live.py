@@ -17,6 +17,7 @@ import pytest
 from activities.executors import get_executor
 from activities.executors.base import ExecutionContext
 from implflow.models import Budget, PhaseInput, PhaseSpec
+from implflow.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +58,8 @@ async def _run(executor_name: str, key: str, tmp_path: Path) -> None:
         env_allowlist=("PATH", "HOME", key),
         heartbeat=beats.append,
     )
-    outcome = await get_executor(executor_name).execute(ctx)
+    executor = get_executor(executor_name, Settings(data_dir=tmp_path / "data"))
+    outcome = await executor.execute(ctx)
     assert (work / "hello.txt").read_text().strip().lower().startswith("hello")
     assert outcome.usage is not None and outcome.usage.session_id
     assert beats

@@ -29,11 +29,11 @@ from pydantic_ai.usage import RequestUsage
 from temporalio.exceptions import ApplicationError
 
 from activities.executors import llm
-from activities.executors.agent_errors import AGENT_API_ERROR, BUDGET_EXCEEDED
 from activities.executors.base import ExecutionContext
 from activities.executors.llm import LlmExecutor, LlmSettings, build_model
-from implflow.errors import EXECUTOR_UNAVAILABLE
+from implflow.errors import AGENT_API_ERROR, BUDGET_EXCEEDED, EXECUTOR_UNAVAILABLE
 from implflow.models import Budget, PhaseInput, PhaseSpec
+from implflow.settings import Settings
 
 Step = ToolCallPart | str
 
@@ -258,7 +258,7 @@ def unavailable(fn: Callable[[], object]) -> ApplicationError:
 def test_missing_config_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("IMPLFLOW_LLM_MODEL", "IMPLFLOW_LLM_BASE_URL", "IMPLFLOW_LLM_API_KEY_ENV"):
         monkeypatch.delenv(name, raising=False)
-    assert "set IMPLFLOW_LLM_MODEL" in str(unavailable(LlmExecutor().check_available))
+    assert "set IMPLFLOW_LLM_MODEL" in str(unavailable(LlmExecutor(LlmSettings()).check_available))
     bare = LlmExecutor(LlmSettings(model="llama3"))
     assert "names no provider" in str(unavailable(bare.check_available))
     monkeypatch.delenv("MY_KEY", raising=False)
@@ -266,9 +266,12 @@ def test_missing_config_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "names MY_KEY, which is not set" in str(unavailable(keyless.check_available))
 
 
-def test_a_pasted_key_is_refused_without_echoing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_pasted_key_is_refused_without_echoing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("IMPLFLOW_LLM_API_KEY_ENV", "sk-proj-SECRETVALUE123")
-    err = unavailable(LlmExecutor)
+    err = unavailable(lambda: LlmExecutor.from_settings(Settings(data_dir=tmp_path)))
+    assert "IMPLFLOW_LLM_API_KEY_ENV:" in str(err)
     assert "NAME of an environment variable" in str(err)
     assert "SECRETVALUE" not in str(err)
 
