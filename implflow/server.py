@@ -28,11 +28,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from implflow.binaries import find_binary
 from implflow.errors import ImplflowError
 
-SEARCH_ATTRIBUTES = ("ImplPhase", "ImplState")
+SEARCH_ATTRIBUTES = ("ImplPhase", "ImplState", "ImplPlan")
 
 REGISTER_COMMAND = (
     "temporal operator search-attribute create --namespace <ns> "
-    "--name ImplPhase --type Keyword --name ImplState --type Keyword"
+    "--name ImplPhase --type Keyword --name ImplState --type Keyword --name ImplPlan --type Keyword"
 )
 """The one command that registers implflow's search attributes on any other server."""
 

@@ -1,0 +1,768 @@
+"""``PlanWorkflow``: many tasks as ``ImplementationWorkflow`` children, in dependency order.
+
+A task starts when its dependencies completed, at most ``concurrency`` children at once, on a
+branch the plan prepared from its dependencies' results (``stack``). Children are started with
+parent-close policy *abandon* and followed through the ``observe_tasks`` long poll, so the plan
+can continue-as-new with its state only while they keep running. At the end the task branches
+are merged in dependency order into ``implflow/plan/<id>`` and tested once more.
+
+Handlers:
+- update ``decide`` (``PlanDecideInput``) answers the plan's own decision: a merge conflict, the
+  pick among candidates, a budget stop, a failed integration test. Its validator refuses what
+  does not fit before it enters history. A task's own decisions go to the task's workflow
+  (``implflow plan approve`` routes them); the plan sees them through ``observe_tasks``.
+- query ``status`` -> ``PlanStatus``: per task state, phase, what it waits for, branch, cost.
+
+Decisions only: every effect (git, following the tasks, tests) is an activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
+
+with workflow.unsafe.imports_passed_through():
+    # Models and pure helpers: pydantic classes must be the same objects inside the sandbox.
+    from activities.phases import ImplActivities
+    from activities.plans import PlanActivities
+    from implflow import WORKFLOW_TYPE, errors
+    from implflow.models import ImplementationResult, PauseSignal, PullRequestInput, TaskState
+    from implflow.plans import (
+        PLAN_ID_PATTERN,
+        PLAN_SEARCH_ATTRIBUTE,
+        IntegrateInput,
+        IntegrationStatus,
+        MergeItem,
+        ObserveInput,
+        PlanDecideInput,
+        PlanDecision,
+        PlanDecisionPhase,
+        PlanInput,
+        PlanPending,
+        PlanResult,
+        PlanState,
+        PlanStatus,
+        PlanTask,
+        PlanTaskState,
+        PlanTaskStatus,
+        PlanTotals,
+        PreparePlanInput,
+        TaskBranchInput,
+        TaskRun,
+        child_id,
+        plan_table,
+        rank_runs,
+        ranking_evidence,
+        specialists_of,
+        task_branch,
+        topological_order,
+    )
+    from workflows.failures import failure_message, failure_type
+
+IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
+IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
+IMPL_PLAN = SearchAttributeKey.for_keyword(PLAN_SEARCH_ATTRIBUTE)
+
+PLAN_TASK_FAILED = "PlanTaskFailed"
+PREPARE_RETRY = RetryPolicy(
+    maximum_attempts=3, non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS)
+)
+GIT_RETRY = RetryPolicy(
+    maximum_attempts=5,
+    initial_interval=timedelta(seconds=5),
+    non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS),
+)
+OBSERVE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(seconds=60)
+)
+"""Unbounded: a read-only poll, and the plan cannot go on without knowing its tasks."""
+OBSERVE_WAIT_S = 300.0
+_LOST = (PlanTaskState.FAILED, PlanTaskState.CANCELLED, PlanTaskState.BLOCKED)
+"""A task in one of these states will not complete: what depends on it is blocked."""
+CANCEL_ROUNDS = 20
+"""Observations (of up to 30 s each) spent waiting for cancelled tasks to close."""
+
+
+@workflow.defn(name="PlanWorkflow")
+class PlanWorkflow:
+    @workflow.init
+    def __init__(self, plan: PlanInput) -> None:
+        # Runs before any handler, so queries and updates always see a complete state.
+        self._plan = plan
+        self._order = topological_order(plan.tasks)
+        self._s = plan.state or PlanState(tasks=[_new_task(plan, t) for t in plan.tasks])
+        self._tasks = {t.id: t for t in self._s.tasks}
+        self._state = TaskState.RUNNING
+        self._stage: Literal["tasks", "integrate", "done"] = "tasks"
+        self._shown: tuple[TaskState, str] | None = None
+        self._answer: PlanDecideInput | None = None
+        self._integration: IntegrationStatus | None = None
+        self._error: str | None = None
+        self._observer: asyncio.Task[None] | None = None
+        self._wake = False
+
+    @workflow.run
+    async def run(self, plan: PlanInput) -> PlanResult:
+        if not re.match(PLAN_ID_PATTERN, self._id):
+            raise ApplicationError(
+                f"plan id {self._id!r}: use letters, digits, '-' and '_' (it names branches)",
+                type=errors.INVALID_INPUT,
+                non_retryable=True,
+            )
+        self._set(TaskState.RUNNING)
+        try:
+            if plan.state is None:
+                await self._prepare()
+            await self._run_tasks()
+            if plan.integrate.enabled and any(
+                t.state == PlanTaskState.COMPLETED for t in self._tasks.values()
+            ):
+                await self._integrate()
+        except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
+            if is_cancelled_exception(err):
+                await self._stop_all("the plan was cancelled")
+                self._set(TaskState.CANCELLED)
+                raise
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            await self._stop_all(failure_message(err))
+            self._set(TaskState.FAILED)
+            raise ApplicationError(
+                self._error or failure_message(err),
+                type=failure_type(err) or PLAN_TASK_FAILED,
+                non_retryable=True,
+            ) from err
+        failed = [t.id for t in self._tasks.values() if t.state != PlanTaskState.COMPLETED]
+        if failed:
+            self._error = f"not completed: {', '.join(self._describe_failure(i) for i in failed)}"
+            self._set(TaskState.FAILED)
+            raise ApplicationError(self._error, type=PLAN_TASK_FAILED, non_retryable=True)
+        self._stage = "done"
+        self._set(TaskState.COMPLETED)
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        status = self._status()
+        return PlanResult(
+            plan_id=self._id,
+            title=plan.title,
+            state=self._state,
+            tasks=status.tasks,
+            totals=status.totals,
+            integration=self._integration,
+            decisions=self._s.decisions,
+        )
+
+    # --- the tasks ------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        prep = await workflow.execute_activity_method(
+            PlanActivities.prepare_plan,
+            PreparePlanInput(
+                plan_id=self._id,
+                repo=self._plan.repo,
+                base=self._plan.base,
+                specialists={
+                    name: self._plan.tasks[index].id
+                    for index, name in reversed(specialists_of(self._plan))
+                },
+                children=[r.workflow_id for t in self._tasks.values() for r in t.runs],
+            ),
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=PREPARE_RETRY,
+            summary="prepare: repo, base, specialists, tasks already started",
+        )
+        self._s.base_commit = prep.base_commit
+        # Running or completed tasks of an earlier run are followed; failed ones start again.
+        self._apply([r for r in prep.adopted if not r.closed or r.state == TaskState.COMPLETED])
+
+    async def _run_tasks(self) -> None:
+        """Start, follow and steer the tasks until each is finished (or the plan stops)."""
+        while True:
+            self._take_answer()
+            self._settle()
+            self._check_budget()
+            await self._control_runs()
+            if self._s.stop_reason and not self._open_runs():
+                raise ApplicationError(self._s.stop_reason, type=PLAN_TASK_FAILED)
+            if not self._s.stop_reason and not self._s.budget_stopped:
+                await self._start_ready()
+            self._ensure_pending()
+            self._set(TaskState.AWAITING_APPROVAL if self._s.pending else TaskState.RUNNING)
+            if self._finished():
+                return
+            if self._observer is None and self._answer is None and self._history_is_long():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                self._s.continued += 1
+                workflow.continue_as_new(self._plan.model_copy(update={"state": self._s}))
+            if self._observer is None and self._open_runs():
+                self._observer = asyncio.create_task(self._observe(OBSERVE_WAIT_S))
+            self._wake = False
+            await workflow.wait_condition(lambda: self._wake)
+
+    async def _start_ready(self) -> None:
+        """Start what may start: dependencies completed, within ``concurrency``, file order."""
+        for task_id in self._order:
+            task = self._tasks[task_id]
+            if task.closed or task.conflict_files or all(r.started for r in task.runs):
+                continue
+            deps = [self._tasks[d] for d in task.depends_on]
+            if any(d.state != PlanTaskState.COMPLETED for d in deps):
+                continue
+            free = self._plan.concurrency - len(self._open_runs())
+            if free <= 0:
+                return
+            spec = self._plan.task(task_id)
+            if task.start_commit is None and not await self._prepare_branch(task, spec, deps):
+                continue
+            for run in [r for r in task.runs if not r.started][:free]:
+                await self._start_child(spec, task, run)
+
+    async def _prepare_branch(
+        self, task: PlanTaskStatus, spec: PlanTask, deps: list[PlanTaskStatus]
+    ) -> bool:
+        """Create the task's branch(es) from its dependencies' results; False on a conflict."""
+        sources = [d.branch for d in deps if d.branch] if spec.stack else []
+        result = await workflow.execute_activity_method(
+            PlanActivities.prepare_task_branch,
+            TaskBranchInput(
+                plan_id=self._id,
+                task_id=task.id,
+                repo=self._plan.repo,
+                branches=[task_branch(r.workflow_id) for r in task.runs],
+                sources=sources,
+                base_commit=self._s.base_commit or "HEAD",
+            ),
+            start_to_close_timeout=timedelta(minutes=10),
+            retry_policy=GIT_RETRY,
+            summary=f"branch for {task.id}" + (f" from {', '.join(sources)}" if sources else ""),
+        )
+        if result.conflict_files:
+            task.conflict_files, task.conflict_with = result.conflict_files, result.conflict_with
+            task.state = PlanTaskState.AWAITING_APPROVAL
+            task.waiting = f"a person to merge its dependencies ({len(task.conflict_files)} files)"
+            return False
+        task.start_commit = result.start_commit
+        task.stacked_on = [d.id for d in deps] if spec.stack else []
+        return True
+
+    async def _start_child(self, spec: PlanTask, task: PlanTaskStatus, run: TaskRun) -> None:
+        label = f" · candidate {run.candidate}" if len(task.runs) > 1 else ""
+        try:
+            handle = await workflow.start_child_workflow(
+                WORKFLOW_TYPE,
+                self._plan.task_input(spec, run.candidate),
+                id=run.workflow_id,
+                task_queue=workflow.info().task_queue,
+                result_type=ImplementationResult,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(IMPL_PLAN, self._id)]),
+                static_summary=f"plan {self._id} · {spec.id}: {spec.title}{label}"[:400],
+            )
+            handle.add_done_callback(_retrieved)  # followed by observe_tasks, not awaited
+        except WorkflowAlreadyStartedError:  # an earlier run of this plan started it: follow it
+            workflow.logger.info("task already started", extra={"workflow_id": run.workflow_id})
+        run.started = True
+        run.state = run.state or TaskState.RUNNING
+        task.state = PlanTaskState.RUNNING
+
+    async def _observe(self, wait_s: float) -> None:
+        runs = self._open_runs()
+        try:
+            result = await workflow.execute_activity_method(
+                PlanActivities.observe_tasks,
+                ObserveInput(
+                    workflow_ids=[r.workflow_id for r in runs],
+                    known={r.workflow_id: r.fingerprint for r in runs},
+                    wait_s=wait_s,
+                ),
+                start_to_close_timeout=timedelta(seconds=wait_s + 120),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=OBSERVE_RETRY,
+                summary=f"follow {len(runs)} task(s)",
+            )
+            self._apply(result.runs)
+        finally:
+            self._observer = None
+            self._wake = True
+
+    def _apply(self, runs: list[TaskRun]) -> None:
+        """Take in what ``observe_tasks`` saw (or ``prepare_plan`` found)."""
+        by_id = {r.workflow_id: r for t in self._tasks.values() for r in t.runs}
+        for seen in runs:
+            run = by_id.get(seen.workflow_id)
+            if run is None:
+                continue
+            for field in TaskRun.model_fields:
+                if field not in ("candidate", "label"):  # the plan's own, not the task's
+                    setattr(run, field, getattr(seen, field))
+
+    def _settle(self) -> None:
+        """Each task's state from its runs: completed, failed, or waiting for a pick."""
+        for task_id in self._order:
+            task = self._tasks[task_id]
+            started = [r for r in task.runs if r.started]
+            if started:
+                _summarize(task)
+            if task.closed or not started or any(not r.closed for r in task.runs):
+                continue
+            done = rank_runs(task.runs)
+            if not done:
+                cancelled = all(r.state == TaskState.CANCELLED for r in task.runs)
+                task.state = PlanTaskState.CANCELLED if cancelled else PlanTaskState.FAILED
+                task.error = next((r.error for r in task.runs if r.error), None) or "failed"
+                if self._plan.on_failure == "stop" and not self._s.stop_reason:
+                    self._s.stop_reason = f"task {task.id} failed: {task.error}"
+            elif len(task.runs) == 1:
+                self._complete(task, done[0])
+            elif task.picked is None:
+                task.ranking = [r.candidate for r in done]
+                task.state = PlanTaskState.AWAITING_APPROVAL
+                task.waiting = f"a pick among {len(done)} candidates"
+                if self._plan.task(task_id).auto_pick == "best":
+                    self._pick(task, done[0].candidate, "auto_pick: best")
+        # What can no longer run: in dependency order, so blocking reaches every dependent.
+        for task_id in self._order:
+            task = self._tasks[task_id]
+            lost = [d for d in task.depends_on if self._tasks[d].state in _LOST]
+            if task.state == PlanTaskState.PENDING and lost:
+                task.state, task.waiting = PlanTaskState.BLOCKED, None
+                task.error = f"{', '.join(lost)} did not complete"
+
+    def _complete(self, task: PlanTaskStatus, run: TaskRun) -> None:
+        task.state = PlanTaskState.COMPLETED
+        task.branch = run.branch or task_branch(run.workflow_id)
+        task.head_commit = run.head_commit
+        task.waiting = None
+
+    def _pick(self, task: PlanTaskStatus, candidate: int, by: str) -> None:
+        chosen = task.runs[candidate - 1]
+        for run in task.runs:
+            run.label = "picked" if run is chosen else "not picked"
+        task.picked = candidate
+        self._complete(task, chosen)
+        workflow.logger.info("candidate picked", extra={"task": task.id, "candidate": candidate})
+        if by.startswith("auto_pick"):
+            self._s.decisions.append(
+                PlanDecision(
+                    task=task.id,
+                    phase="pick",
+                    decision="approve",
+                    approver=by,
+                    at=workflow.now(),
+                    candidate=candidate,
+                )
+            )
+
+    def _check_budget(self) -> None:
+        cap = self._plan.budget.max_usd_total
+        spent = sum(t.cost_usd for t in self._tasks.values())
+        if cap and not self._s.budget_stopped and spent > cap + self._s.extra_usd:
+            self._s.budget_stopped = True
+            workflow.logger.info("plan budget reached", extra={"spent": spent})
+
+    def _ensure_pending(self) -> None:
+        """Ask a person for the first decision the plan needs, if none is asked already."""
+        if self._s.pending is not None or self._s.stop_reason:
+            return
+        now = workflow.now()
+        if self._s.budget_stopped:
+            cap = (self._plan.budget.max_usd_total or 0) + self._s.extra_usd
+            spent = sum(t.cost_usd for t in self._tasks.values())
+            self._s.pending = PlanPending(
+                task="plan",
+                phase="budget",
+                since=now,
+                options=["approve", "abort"],
+                evidence=f"the plan spent ${spent:.2f} of ${cap:.2f} (budget.max_usd_total); "
+                "its running tasks are paused",
+            )
+            return
+        for task_id in self._order:
+            task = self._tasks[task_id]
+            if (
+                task.state == PlanTaskState.AWAITING_APPROVAL
+                and task.picked is None
+                and task.ranking
+            ):
+                done = [task.runs[c - 1] for c in task.ranking]
+                others = [r for r in task.runs if r not in done]
+                self._s.pending = PlanPending(
+                    task=task_id,
+                    phase="pick",
+                    since=now,
+                    options=["approve", "abort"],
+                    candidates=list(task.ranking),
+                    evidence=ranking_evidence(task_id, done, others),
+                )
+                return
+            if task.conflict_files:
+                self._s.pending = PlanPending(
+                    task=task_id,
+                    phase="merge",
+                    since=now,
+                    options=["approve", "abort"],
+                    evidence=(
+                        f"merging {task.conflict_with} for {task_id} conflicts in:\n"
+                        + "\n".join(task.conflict_files[:50])
+                        + f"\nresolve it on {task_branch(task.runs[0].workflow_id)}, push, approve"
+                    ),
+                )
+                return
+
+    def _take_answer(self) -> None:
+        """Apply the answer to the pending decision (the ``decide`` update checked it fits)."""
+        msg, pending = self._answer, self._s.pending
+        if msg is None or pending is None:
+            return
+        self._answer, self._s.pending = None, None
+        if msg.decision == "abort":
+            self._s.stop_reason = f"aborted at {msg.phase} of {msg.task} by {msg.approver}"
+            self._s.stop_now = True
+        elif msg.phase == "budget":
+            self._s.extra_usd += msg.budget_usd or self._plan.budget.max_usd_total or 0.0
+            self._s.budget_stopped = False
+        elif msg.phase == "pick" and msg.candidate is not None:
+            self._pick(self._tasks[msg.task], msg.candidate, msg.approver)
+        elif msg.phase == "merge":  # resolved by hand: the branch is taken as it is pushed
+            task = self._tasks[msg.task]
+            task.conflict_files, task.conflict_with, task.waiting = [], None, None
+            task.state = PlanTaskState.PENDING
+
+    async def _control_runs(self) -> None:
+        """Pause, resume or cancel running tasks as the plan's state asks."""
+        halt = self._s.stop_reason is not None
+        for run in self._open_runs():
+            sent = self._s.signalled.get(run.workflow_id)
+            between_phases = run.state in (TaskState.PAUSED, TaskState.AWAITING_APPROVAL)
+            if halt and (self._s.stop_now or between_phases):
+                if sent != "cancel":
+                    await self._send(run.workflow_id, "cancel")
+            elif halt or self._s.budget_stopped:
+                if sent not in ("pause", "cancel"):
+                    await self._send(run.workflow_id, "pause")
+            elif sent == "pause":
+                await self._send(run.workflow_id, "resume")
+
+    async def _send(self, workflow_id: str, what: str) -> None:
+        handle = workflow.get_external_workflow_handle(workflow_id)
+        try:
+            if what == "cancel":
+                await handle.cancel()
+            else:
+                reason = self._s.stop_reason or "plan budget reached"
+                await handle.signal(what, PauseSignal(by=f"plan {self._id}", reason=reason))
+        except FailureError as err:  # it closed meanwhile: observe_tasks will say so
+            workflow.logger.info("control message not delivered", extra={"error": str(err)})
+        self._s.signalled[workflow_id] = what
+
+    async def _stop_all(self, reason: str) -> None:
+        """Cancel every running task and wait (bounded) until they closed; record why."""
+        if self._observer is not None:
+            self._observer.cancel()
+            self._observer = None
+        self._error = self._error or reason
+        for run in self._open_runs():
+            await self._send(run.workflow_id, "cancel")
+        for _ in range(CANCEL_ROUNDS):
+            if not self._open_runs():
+                break
+            self._wake = False
+            await self._observe(30.0)
+        for task in self._tasks.values():
+            if task.runs and any(r.started for r in task.runs):
+                _summarize(task)
+                if all(r.closed for r in task.runs) and not task.closed:
+                    task.state = PlanTaskState.CANCELLED
+        self._refresh()
+
+    # --- the end ------------------------------------------------------------------------
+
+    async def _integrate(self) -> None:
+        """Merge the completed tasks in dependency order; test; a person decides on trouble."""
+        self._stage = "integrate"
+        self._set(TaskState.RUNNING)
+        spec = self._plan.integrate
+        merges = [
+            MergeItem(task_id=tid, branch=self._tasks[tid].branch or "")
+            for tid in self._order
+            if self._tasks[tid].state == PlanTaskState.COMPLETED and self._tasks[tid].branch
+        ]
+        left_out: list[str] = []
+        while True:
+            result = await workflow.execute_activity_method(
+                PlanActivities.integrate_plan,
+                IntegrateInput(
+                    plan_id=self._id,
+                    repo=self._plan.repo,
+                    base_commit=self._s.base_commit or "HEAD",
+                    merges=merges,
+                    left_out=left_out,
+                    gate=spec.gate,
+                    command=spec.command,
+                    thresholds=self._plan.thresholds(),
+                ),
+                start_to_close_timeout=timedelta(hours=2),
+                heartbeat_timeout=timedelta(minutes=5),
+                retry_policy=GIT_RETRY,
+                summary=f"integrate {len(merges) - len(left_out)} task(s)",
+            )
+            self._integration = IntegrationStatus(
+                branch=result.branch,
+                commit=result.commit,
+                merged=result.merged,
+                left_out=list(left_out),
+                conflict_task=result.conflict_task,
+                conflict_files=result.conflict_files,
+                test_passed=result.test_passed,
+                test_summary=result.test_summary,
+            )
+            self._refresh()
+            if result.conflict_task:
+                answer = await self._ask(
+                    result.conflict_task, "merge", result.evidence, ["approve", "waive", "abort"]
+                )
+                if answer.decision == "waive":
+                    left_out.append(result.conflict_task)
+                continue
+            if result.test_passed is False:
+                answer = await self._ask("plan", "integrate", result.evidence, ["approve", "abort"])
+                self._integration.accepted_by = answer.approver
+            break
+        if spec.pull_request:
+            self._integration.pull_request = await workflow.execute_activity_method(
+                ImplActivities.open_pull_request,
+                PullRequestInput(
+                    workflow_id=self._id,
+                    repo=self._plan.repo,
+                    branch=result.branch,
+                    title=self._plan.title,
+                    description="\n".join(f"- {t.id}: {t.title}" for t in self._plan.tasks)[:8000],
+                ),
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=PREPARE_RETRY,
+                summary=f"pull request for {result.branch}",
+            )
+
+    async def _ask(
+        self, task: str, phase: PlanDecisionPhase, evidence: str, options: list[str]
+    ) -> PlanDecideInput:
+        """Wait for a person's answer to one plan decision; abort ends the plan."""
+        self._s.pending = PlanPending(
+            task=task,
+            phase=phase,
+            evidence=evidence,
+            since=workflow.now(),
+            options=options,
+        )
+        self._set(TaskState.AWAITING_APPROVAL)
+        await workflow.wait_condition(lambda: self._answer is not None)
+        answer, self._answer, self._s.pending = self._answer, None, None
+        if answer is None:  # unreachable: the wait ended because there is an answer
+            raise ApplicationError("decision wait ended without an answer", non_retryable=True)
+        if answer.decision == "abort":
+            raise ApplicationError(
+                f"aborted at {phase} of {task} by {answer.approver}",
+                type=errors.ABORTED,
+                non_retryable=True,
+            )
+        self._set(TaskState.RUNNING)
+        return answer
+
+    # --- handlers -----------------------------------------------------------------------
+
+    @workflow.update
+    def decide(self, msg: PlanDecideInput) -> PlanDecision:
+        decision = PlanDecision(
+            task=msg.task,
+            phase=msg.phase,
+            decision=msg.decision,
+            approver=msg.approver,
+            at=workflow.now(),
+            comment=msg.comment,
+            candidate=msg.candidate,
+            budget_usd=msg.budget_usd,
+        )
+        self._s.decisions.append(decision)
+        self._answer = msg
+        self._wake = True
+        workflow.logger.info(
+            "plan decision recorded",
+            extra={"task": msg.task, "phase": msg.phase, "decision": msg.decision},
+        )
+        return decision
+
+    @decide.validator
+    def _validate_decide(self, msg: PlanDecideInput) -> None:
+        pending = self._s.pending
+        if pending is None:
+            raise ValueError("the plan is not waiting for a decision")
+        if (msg.task, msg.phase) != (pending.task, pending.phase):
+            raise ValueError(
+                f"the plan waits for {pending.phase} of {pending.task!r}, "
+                f"not {msg.phase} of {msg.task!r}"
+            )
+        if self._answer is not None:
+            raise ValueError("this decision was already taken")
+        if msg.decision not in pending.options:
+            raise ValueError(f"{pending.phase}: decide one of {', '.join(pending.options)}")
+        if pending.phase == "pick" and msg.decision == "approve":
+            if msg.candidate not in pending.candidates:
+                raise ValueError(
+                    f"pick: give a candidate that completed: {pending.candidates} (--candidate)"
+                )
+        elif msg.candidate is not None:
+            raise ValueError("candidate only answers a pick")
+        if msg.budget_usd is not None and pending.phase != "budget":
+            raise ValueError("budget_usd only answers a budget stop")
+
+    @workflow.query
+    def status(self) -> PlanStatus:
+        return self._status()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @property
+    def _id(self) -> str:
+        return workflow.info().workflow_id
+
+    def _open_runs(self) -> list[TaskRun]:
+        return [r for t in self._tasks.values() for r in t.runs if r.started and not r.closed]
+
+    def _finished(self) -> bool:
+        return (
+            self._s.pending is None
+            and not self._open_runs()
+            and all(t.closed for t in self._tasks.values())
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self._plan.continue_as_new_after
+        )
+
+    def _describe_failure(self, task_id: str) -> str:
+        task = self._tasks[task_id]
+        return f"{task_id} ({task.state.value}{': ' + task.error if task.error else ''})"
+
+    def _status(self) -> PlanStatus:
+        tasks = list(self._tasks.values())
+        totals = PlanTotals(
+            tasks=len(tasks),
+            pending=sum(t.state == PlanTaskState.PENDING for t in tasks),
+            running=sum(t.state in (PlanTaskState.RUNNING, PlanTaskState.REPAIRING) for t in tasks),
+            waiting=sum(
+                t.state in (PlanTaskState.AWAITING_APPROVAL, PlanTaskState.PAUSED) for t in tasks
+            ),
+            completed=sum(t.state == PlanTaskState.COMPLETED for t in tasks),
+            failed=sum(t.state == PlanTaskState.FAILED for t in tasks),
+            blocked=sum(t.state == PlanTaskState.BLOCKED for t in tasks),
+            cancelled=sum(t.state == PlanTaskState.CANCELLED for t in tasks),
+            cost_usd=round(sum(t.cost_usd for t in tasks), 6),
+        )
+        return PlanStatus(
+            plan_id=self._id,
+            title=self._plan.title,
+            state=self._state,
+            stage=self._stage,
+            tasks=tasks,
+            totals=totals,
+            pending=self._s.pending,
+            decisions=self._s.decisions,
+            integration=self._integration,
+            budget_usd_total=(
+                self._plan.budget.max_usd_total + self._s.extra_usd
+                if self._plan.budget.max_usd_total
+                else None
+            ),
+            concurrency=self._plan.concurrency,
+            continued=self._s.continued,
+            error=self._error or self._s.stop_reason,
+        )
+
+    def _set(self, state: TaskState) -> None:
+        if (state, self._stage) != self._shown:
+            self._shown = (state, self._stage)
+            self._state = state
+            workflow.upsert_search_attributes(
+                [
+                    IMPL_STATE.value_set(state.value),
+                    IMPL_PHASE.value_set(self._stage),
+                    IMPL_PLAN.value_set(self._id),
+                ]
+            )
+        self._refresh()
+
+    def _refresh(self) -> None:
+        workflow.set_current_details(plan_table(self._status()))
+
+
+def _new_task(plan: PlanInput, spec: PlanTask) -> PlanTaskStatus:
+    plan_id = workflow.info().workflow_id
+    return PlanTaskStatus(
+        id=spec.id,
+        title=spec.title,
+        specialist=plan.task_input(spec).specialist or "backend-implementer",
+        depends_on=list(spec.depends_on),
+        runs=[
+            TaskRun(workflow_id=child_id(plan_id, spec.id, k, spec.count), candidate=k)
+            for k in range(1, spec.count + 1)
+        ],
+    )
+
+
+def _summarize(task: PlanTaskStatus) -> None:
+    """A running task's phase, state, what it waits for and cost, from its runs."""
+    task.cost_usd = round(sum(r.cost_usd for r in task.runs), 6)
+    open_runs = [r for r in task.runs if r.started and not r.closed]
+    many = len(task.runs) > 1
+    if not open_runs:
+        task.phase = next((r.phase for r in task.runs if r.phase), task.phase)
+        if task.state not in (PlanTaskState.AWAITING_APPROVAL,) and not task.conflict_files:
+            task.waiting = None
+        return
+    states = {r.state for r in open_runs}
+    if TaskState.AWAITING_APPROVAL in states:
+        task.state = PlanTaskState.AWAITING_APPROVAL
+    elif TaskState.REPAIRING in states:
+        task.state = PlanTaskState.REPAIRING
+    elif states == {TaskState.PAUSED}:
+        task.state = PlanTaskState.PAUSED
+    else:
+        task.state = PlanTaskState.RUNNING
+    task.phase = ", ".join(
+        (f"c{r.candidate}: " if many else "") + (r.phase or "starting") for r in open_runs
+    )
+    waiting = next((r for r in open_runs if r.waiting), None)
+    task.waiting = (
+        (f"candidate {waiting.candidate}: " if many else "") + (waiting.waiting or "")
+        if waiting
+        else None
+    )
+    if not many:
+        task.branch = open_runs[0].branch
+
+
+def _retrieved(handle: asyncio.Future[ImplementationResult]) -> None:
+    """Child outcomes reach the plan through observe_tasks; mark the handle's as seen."""
+    if not handle.cancelled():
+        handle.exception()
