@@ -223,7 +223,7 @@ class _Hook(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Hook.received.append(json.loads(body))
+        _Hook.received.append({**json.loads(body), "header_key": self.headers["Idempotency-Key"]})
         self.send_response(204)
         self.end_headers()
 
@@ -258,6 +258,8 @@ async def test_deadline_reminds_then_fails(
     assert isinstance(cause, ApplicationError) and cause.type == "ApprovalExpired"
     assert [r["event"] for r in _Hook.received] == ["approval_overdue"]
     assert _Hook.received[0]["phase"] == "design"
+    key = _Hook.received[0]["idempotency_key"]  # a resent reminder repeats it: de-duplicable
+    assert key.startswith(f"{h.id}:design:") and _Hook.received[0]["header_key"] == key
     assert st.decisions[-1].decision == "expired" and st.pending_approval is not None
     assert st.pending_approval.reminded
 
