@@ -1,29 +1,43 @@
 """The ``implflow`` command line: thin commands over ``implflow.client.ImplflowClient``.
 
-Exit codes: 0 ok, 1 runtime error (server unreachable, refused decision, failed task),
-2 bad input (one line on stderr naming the field). ``--json`` prints machine output.
+Exit codes (the README has the same table):
+
+- 0: done; for ``start --watch``, ``watch`` and ``status``: the task completed, is running,
+  or waits for a person;
+- 1: runtime error (server unreachable, no worker, decision refused), or for ``start
+  --watch``, ``watch`` and ``status``: the task failed, was cancelled or terminated;
+- 2: bad input, one line on stderr naming the field, checked before anything is started.
+
+Every task command takes ``--json``. Imports of temporalio, pydantic and rich happen inside
+the commands that need them, so ``implflow --help`` starts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from implflow import TASK_QUEUE
-from implflow.client import FINAL_STATES, ImplflowClient, parse
 from implflow.errors import ImplflowError, InvalidInputError
 from implflow.exit import hard_exit
-from implflow.models import ImplementationInput, TaskState, TaskStatus
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from implflow.client import ImplflowClient
+    from implflow.models import ImplementationInput, PendingApproval, TaskStatus
+
+if __name__ == "__main__":
+    # `python -m implflow.cli`: one module object, so a sub-app's `from implflow import cli`
+    # finds this one instead of running the file a second time (a circular import).
+    sys.modules.setdefault("implflow.cli", sys.modules[__name__])
 
 app = typer.Typer(
     name="implflow",
@@ -32,14 +46,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
 T = TypeVar("T")
 
 # Client factory; tests replace it to inject a client connected to their own server.
-ClientFactory = Callable[[], Awaitable[ImplflowClient]]
+ClientFactory = Callable[[], Awaitable["ImplflowClient"]]
+
+FAILED_STATES = frozenset({"failed", "cancelled", "terminated", "timed_out"})
+"""How a task can end other than completed: ``start --watch``, ``watch`` and ``status`` exit 1."""
 
 
 async def _default_factory() -> ImplflowClient:
+    from implflow.client import ImplflowClient
+
     return await ImplflowClient.connect(
         task_queue=os.environ.get("IMPLFLOW_TASK_QUEUE", TASK_QUEUE)
     )
@@ -49,6 +67,19 @@ client_factory: ClientFactory = _default_factory
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 IdArg = Annotated[str, typer.Argument(help="Workflow id of the task.")]
+Approver = Annotated[str, typer.Option(help="Who decides (default: your user name).")]
+
+_console: Console | None = None
+
+
+def console() -> Console:
+    """The rich console for people (created on first use: rich is imported only then)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console()
+    return _console
 
 
 def _run(coro_fn: Callable[[ImplflowClient], Coroutine[Any, Any, T]]) -> T:
@@ -85,8 +116,9 @@ def say_error(e: object) -> None:
     sys.stderr.write(f"error: {text}\n")
 
 
-def _emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+def _emit_json(data: Any, indent: int | None = 2) -> None:
+    sys.stdout.write(json.dumps(data, indent=indent, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def _report(as_json: bool, data: Any, text: str) -> None:
@@ -94,7 +126,40 @@ def _report(as_json: bool, data: Any, text: str) -> None:
     if as_json:
         _emit_json(data)
     else:
-        out.print(text)
+        console().print(text, highlight=False)
+
+
+def _bad_input(message: str) -> typer.Exit:
+    say_error(f"invalid input: {message}")
+    return typer.Exit(2)
+
+
+def next_step(workflow_id: str, pending: PendingApproval) -> str:
+    """What answers the pending decision, as commands: the one wording CLI and demo share.
+
+    A failed gate is answered only by waive (with a reason), reject or abort: ``approve``
+    would pass it without recording why.
+    """
+    p, wid = pending.phase, workflow_id
+    reject = f'`implflow reject {wid} --phase {p} --feedback "..."`'
+    abort = f"`implflow abort {wid} --phase {p}`"
+    if pending.kind == "gate":
+        return (
+            f"the {p} gate failed after its repair rounds; answer with "
+            f'`implflow waive {wid} --phase {p} --reason "..."` (the reason is recorded), '
+            f"{reject} or {abort}"
+        )
+    if pending.kind == "budget":
+        return (
+            f"{p} reached its budget; answer with "
+            f"`implflow approve {wid} --phase {p} --budget-usd <dollars>` or {abort}"
+        )
+    if pending.kind == "question":
+        return (
+            f"the review asks blocking questions; answer them with "
+            f'`implflow approve {wid} --phase {p} --comment "<answers>"`, or {reject} or {abort}'
+        )
+    return f"{p} waits for approval: `implflow approve {wid} --phase {p}` or {reject}"
 
 
 def _load_input(value: str) -> str:
@@ -117,6 +182,9 @@ def build_input(
     commands: list[str],
 ) -> ImplementationInput:
     """Merge ``--input`` JSON with the flags (flags win) and validate once."""
+    from implflow.client import check_executor, parse
+    from implflow.models import ImplementationInput
+
     data: dict[str, Any] = {}
     if input_json:
         try:
@@ -158,16 +226,81 @@ def build_input(
         and "@" not in str(data["repo"])
     ):
         data["repo"] = str(Path(str(data["repo"])).expanduser().resolve())
-    return parse(ImplementationInput, data)
+    task = parse(ImplementationInput, data)
+    check_executor(task)
+    return task
 
 
-def render_status(status: TaskStatus) -> None:
-    out.print(f"[bold]{status.title}[/bold]  ({status.workflow_id})")
-    out.print(
-        f"state: [bold]{status.state.value}[/bold]  phase: {status.current_phase or '-'}"
-        f"  executor: {status.executor or '-'}"
-        + ("  [yellow]paused[/yellow]" if status.paused else "")
+def _done_count(status: TaskStatus) -> tuple[int, int]:
+    """(done, total) phases; a phase whose gate still runs or is being repaired is not done.
+
+    Counting only finished phases keeps the counter from going backwards during repairs.
+    """
+    from implflow.models import PhaseStatusValue, TaskState
+
+    active = status.state in (TaskState.RUNNING, TaskState.REPAIRING)
+    phases = [p for p in status.phases if p.status != PhaseStatusValue.SKIPPED]
+    done = sum(
+        1
+        for p in phases
+        if p.status == PhaseStatusValue.DONE and not (active and p.name == status.current_phase)
     )
+    return done, len(phases)
+
+
+def _state_of(status: TaskStatus, execution: str) -> str:
+    """Temporal's word once the execution ended, else the workflow's own state."""
+    return execution if execution != "running" else status.state.value
+
+
+def _documents(status: TaskStatus, repo: str | None, branch: str) -> list[str]:
+    """The review and design documents on the task branch, for reading before approving.
+
+    For a repository on this machine, the ones the branch really has (a phase may have
+    written none); else what the workflow reports.
+    """
+    from implflow.layout import ARTIFACT_FILES
+
+    reported = list(getattr(status, "documents", None) or [])
+    if not repo or not Path(repo).is_dir():
+        return reported
+    import subprocess
+
+    return [
+        doc
+        for doc in reported or ARTIFACT_FILES
+        if subprocess.run(
+            ["git", "cat-file", "-e", f"refs/heads/{branch}:{doc}"],
+            cwd=repo,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        ).returncode
+        == 0
+    ]
+
+
+def render_status(status: TaskStatus, execution: str = "running", repo: str | None = None) -> None:
+    """The whole status for a person: phases, gates, spend, where the work is, what waits."""
+    from rich.table import Table
+
+    out = console()
+    state = _state_of(status, execution)
+    ended_early = execution != "running" and state != status.state.value
+    out.print(f"[bold]{status.title}[/bold]  ({status.workflow_id})", highlight=False)
+    out.print(
+        f"state: [bold]{state}[/bold]"
+        + (f" (last reported: {status.state.value})" if ended_early else "")
+        + f"  phase: {status.current_phase or '-'}  executor: {status.executor or '-'}"
+        + ("  [yellow]paused[/yellow]" if status.paused else ""),
+        highlight=False,
+    )
+    repo = getattr(status, "repo", None) or repo
+    branch = status.branch or f"implflow/{status.workflow_id}"
+    out.print(f"repo: {repo or '-'}  branch: {branch}", highlight=False)
+    for doc in _documents(status, repo, branch):
+        where = f"git -C {repo} show {branch}:{doc}" if repo else f"{branch}:{doc}"
+        out.print(f"document: {doc}  (read it: {where})", highlight=False)
     table = Table("phase", "status", "rounds", "attempts", "duration", "gate", "outcome")
     for p in status.phases:
         gate = ""
@@ -188,22 +321,23 @@ def render_status(status: TaskStatus) -> None:
     if status.ledger.cost_usd or status.ledger.tokens:
         led = status.ledger
         out.print(f"spent: ${led.cost_usd:.2f}, {led.tokens} tokens, {led.turns} turns")
-    if status.branch:
-        out.print(f"branch: {status.branch}")
-    if status.pending_approval:
+    if status.pending_approval and not ended_early:
         pa = status.pending_approval
         if pa.evidence:
             out.print(pa.evidence, markup=False, highlight=False)
         out.print(
-            f"[yellow]awaiting approval of {pa.phase}[/yellow] since "
+            f"[yellow]awaiting a decision on {pa.phase}[/yellow] ({pa.kind}) since "
             f"{pa.since.isoformat(timespec='seconds')}"
-            + (f" (commit {pa.commit[:10]})" if pa.commit else "")
+            + (f" (commit {pa.commit[:10]})" if pa.commit else ""),
+            highlight=False,
         )
+        out.print(next_step(status.workflow_id, pa), markup=False, highlight=False)
     for d in status.decisions:
         out.print(
             f"decision: {d.phase} {d.decision} by {d.approver} at "
             f"{d.at.isoformat(timespec='seconds')}"
-            + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else "")
+            + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else ""),
+            highlight=False,
         )
     if status.error:
         out.print(f"[red]error:[/red] {status.error}", highlight=False)
@@ -233,6 +367,13 @@ def start(
         str | None, typer.Option("--id", help="Workflow id (default impl-<random>).")
     ] = None,
     watch_: Annotated[bool, typer.Option("--watch", help="Watch progress after starting.")] = False,
+    worker_check: Annotated[
+        bool,
+        typer.Option(
+            "--worker-check/--no-worker-check",
+            help="Refuse to start when no worker polls the task queue.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a task. Input is validated here first: bad input exits 2 naming the field."""
@@ -244,60 +385,80 @@ def start(
         say_error(e)
         raise typer.Exit(2) from None
 
-    async def go(flow: ImplflowClient) -> None:
+    async def go(flow: ImplflowClient) -> int:
+        if worker_check:
+            await flow.require_worker()
         wid = await flow.start(task, workflow_id)
         if as_json:
             # One line, so `--json --watch` output is JSON lines.
-            sys.stdout.write(json.dumps({"workflow_id": wid, "task_queue": flow.task_queue}) + "\n")
+            _emit_json({"workflow_id": wid, "task_queue": flow.task_queue}, indent=None)
         else:
-            out.print(f"started {wid}")
+            console().print(f"started {wid}", highlight=False)
         if watch_:
-            await _watch(flow, wid, as_json)
+            return await _watch(flow, wid, as_json)
+        return 0
 
-    _run(go)
+    raise typer.Exit(_run(go))
 
 
-async def _watch(flow: ImplflowClient, wid: str, as_json: bool) -> TaskStatus | None:
+async def _watch(flow: ImplflowClient, wid: str, as_json: bool) -> int:
+    """Follow the task until it ends or waits for a person; returns the exit code."""
+    from implflow.client import FINAL_STATES
+
     last: TaskStatus | None = None
     async for status in flow.watch(wid):
         last = status
         if as_json:
-            sys.stdout.write(status.model_dump_json() + "\n")
-            sys.stdout.flush()
+            _emit_json(status.model_dump(mode="json"), indent=None)
             continue
-        done = sum(1 for p in status.phases if p.status.value == "done")
-        out.print(
-            f"[{done}/{len(status.phases)}] {status.state.value:<18} {status.current_phase or '-'}",
+        done, total = _done_count(status)
+        console().print(
+            f"[{done}/{total}] {status.state.value:<18} {status.current_phase or '-'}",
             highlight=False,
         )
-    if last and not as_json:
-        if last.pending_approval:
-            out.print(
-                f"waiting for approval of [bold]{last.pending_approval.phase}[/bold]: "
-                f"implflow approve {wid} --phase {last.pending_approval.phase}"
-            )
+    if last is None:  # pragma: no cover - watch always yields the first status
+        return 1
+    execution = "running" if last.state in FINAL_STATES else await flow.execution_state(wid)
+    state = _state_of(last, execution)
+    if not as_json:
+        if execution != "running" and last.state not in FINAL_STATES:
+            console().print(f"{wid} ended: {state}", highlight=False)
+        elif last.pending_approval:
+            console().print(next_step(wid, last.pending_approval), markup=False, highlight=False)
         elif last.state in FINAL_STATES:
             render_status(last)
-    return last
+    return 1 if state in FAILED_STATES else 0
 
 
 @app.command()
 def watch(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
-    """Show live phase progress until the task finishes or waits for a person."""
-    _run(lambda flow: _watch(flow, workflow_id, as_json))
+    """Show live phase progress until the task ends or waits for a person (exit 1 if it failed)."""
+    raise typer.Exit(_run(lambda flow: _watch(flow, workflow_id, as_json)))
 
 
 @app.command()
 def status(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
-    """Phases, rounds, attempts, durations, the pending approval and the decision log."""
-    st = _run(lambda flow: flow.status(workflow_id))
+    """Phases, gates, repo and branch, the pending decision, decisions (exit 1 if it failed)."""
+
+    async def go(flow: ImplflowClient) -> tuple[TaskStatus, str, str]:
+        st, execution, task = await asyncio.gather(
+            flow.status(workflow_id),
+            flow.execution_state(workflow_id),
+            flow.task_input(workflow_id),
+        )
+        return st, execution, task.repo
+
+    st, execution, repo = _run(go)
+    state = _state_of(st, execution)
     if as_json:
-        sys.stdout.write(st.model_dump_json(indent=2) + "\n")
+        data = st.model_dump(mode="json")
+        data.setdefault("repo", repo)
+        data["documents"] = _documents(st, repo, st.branch or f"implflow/{workflow_id}")
+        data["execution_state"] = execution
+        _emit_json(data)
     else:
-        render_status(st)
-
-
-Approver = Annotated[str, typer.Option(help="Who decides (default: your user name).")]
+        render_status(st, execution, repo)
+    raise typer.Exit(1 if state in FAILED_STATES else 0)
 
 
 @app.command()
@@ -319,10 +480,18 @@ def approve(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve what is pending: an approval point, review answers, or more budget."""
-    who = approver or getpass.getuser()
+    """Approve what is pending: an approval point, review answers, or more budget.
+
+    A failed gate is not approved: it is waived (with a reason), rejected or aborted.
+    """
+    who = approver or _user()
 
     async def go(flow: ImplflowClient) -> None:
+        pending = (await flow.status(workflow_id)).pending_approval
+        if pending is not None and pending.kind == "gate" and pending.phase == phase:
+            raise ImplflowError(
+                f"approve does not answer a failed gate: {next_step(workflow_id, pending)}"
+            )
         if signal:
             await flow.approve(workflow_id, phase, who, comment)
             _report(as_json, {"sent": "approve"}, "approve signal sent")
@@ -342,7 +511,7 @@ def approve(
 @app.command()
 def reject(
     workflow_id: IdArg,
-    phase: Annotated[str, typer.Option(help="The phase waiting for approval.")],
+    phase: Annotated[str, typer.Option(help="The phase waiting for a decision.")],
     feedback: Annotated[str, typer.Option(help="What must change (handed to the executor).")],
     approver: Approver = "",
     rewind_to: Annotated[str | None, typer.Option(help="Re-run from this earlier phase.")] = None,
@@ -352,8 +521,8 @@ def reject(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Reject the pending gate with feedback; the rewound phase and all later ones run again."""
-    who = approver or getpass.getuser()
+    """Reject the pending decision with feedback; the rewound phase and all later ones run again."""
+    who = approver or _user()
 
     async def go(flow: ImplflowClient) -> None:
         if signal:
@@ -380,12 +549,14 @@ def waive(
     approver: Approver = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Waive a failed quality gate after its repair rounds; the reason is recorded."""
-    who = approver or getpass.getuser()
+    """Waive a failed quality gate after its repair rounds; the reason is required and recorded."""
+    if not reason.strip():
+        raise _bad_input("--reason: say why the failed gate is acceptable (it is recorded)")
+    who = approver or _user()
 
     async def go(flow: ImplflowClient) -> None:
         d = await flow.decide(workflow_id, phase, "waive", who, comment=reason)
-        _report(as_json, d.model_dump(mode="json"), f"waived {phase} gate")
+        _report(as_json, d.model_dump(mode="json"), f"waived the {phase} gate as {who}")
 
     _run(go)
 
@@ -396,58 +567,116 @@ def abort(
     phase: Annotated[str, typer.Option(help="The phase waiting for a decision.")],
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     approver: Approver = "",
+    as_json: JsonOpt = False,
 ) -> None:
     """Abort the task at its pending decision (failed gate, budget stop, approval)."""
-    who = approver or getpass.getuser()
-    _run(lambda flow: flow.decide(workflow_id, phase, "abort", who, comment=comment))
-    out.print(f"aborted {workflow_id} at {phase}")
+    who = approver or _user()
+
+    async def go(flow: ImplflowClient) -> None:
+        d = await flow.decide(workflow_id, phase, "abort", who, comment=comment)
+        _report(as_json, d.model_dump(mode="json"), f"aborted {workflow_id} at {phase}")
+
+    _run(go)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 @app.command("list")
 def list_(
     state: Annotated[
-        str | None, typer.Option(help="Filter by ImplState, e.g. awaiting_approval.")
+        str | None, typer.Option(help="Filter by state, e.g. awaiting_approval.")
     ] = None,
     query: Annotated[str | None, typer.Option(help="Extra visibility query.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """List tasks (newest first)."""
+    """List tasks, newest first: title, state (Temporal's once ended), phase, age."""
+    from implflow.models import TaskState
+
     valid = {s.value for s in TaskState}
     if state is not None and state not in valid:
-        say_error(f"invalid input: --state: must be one of {sorted(valid)}")
-        raise typer.Exit(2)
+        raise _bad_input(f"--state: must be one of {sorted(valid)}")
     rows = _run(lambda flow: flow.list(state, query, limit))
     if as_json:
         _emit_json(rows)
         return
-    table = Table("workflow id", "status", "state", "phase", "started")
+    from rich.table import Table
+
+    table = Table("workflow id", "title", "state", "phase", "age")
     for r in rows:
-        table.add_row(
-            *(str(r[k] or "") for k in ("workflow_id", "status", "state", "phase", "started"))
-        )
-    out.print(table)
+        table.add_row(r["workflow_id"], r["title"], r["state"], r["phase"] or "", _age(r["age_s"]))
+    console().print(table)
 
 
 @app.command()
-def cancel(workflow_id: IdArg) -> None:
+def diff(
+    workflow_id: IdArg,
+    phase: Annotated[str | None, typer.Option(help="Phase (default: the latest round).")] = None,
+    round_: Annotated[
+        int | None, typer.Option("--round", min=1, help="Round (default: the phase's latest).")
+    ] = None,
+    stat: Annotated[bool, typer.Option("--stat", help="Files changed, not the diff.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a phase round's diff from the task branch (implflow's own logs left out)."""
+
+    async def go(flow: ImplflowClient) -> None:
+        d = await flow.diff(workflow_id, phase, round_, stat)
+        if as_json:
+            _emit_json(
+                {
+                    "phase": d.phase,
+                    "round": d.round,
+                    "commit": d.commit,
+                    "branch": d.branch,
+                    "stat" if stat else "diff": d.text,
+                }
+            )
+            return
+        # The header goes to stderr, so stdout is a patch `git apply` takes as it is.
+        sys.stderr.write(f"{d.phase} round {d.round}: commit {d.commit[:12]} on {d.branch}\n")
+        sys.stdout.write(d.text)
+        sys.stdout.flush()
+
+    _run(go)
+
+
+def _sent(as_json: bool, workflow_id: str, what: str, text: str) -> None:
+    _report(as_json, {"workflow_id": workflow_id, "sent": what}, text)
+
+
+@app.command()
+def cancel(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
     """Cancel a task: the running phase is stopped and the task ends `cancelled`."""
     _run(lambda flow: flow.cancel(workflow_id))
-    out.print(f"cancellation requested for {workflow_id}")
+    _sent(as_json, workflow_id, "cancel", f"cancellation requested for {workflow_id}")
 
 
 @app.command()
-def pause(workflow_id: IdArg) -> None:
+def pause(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
     """Pause after the running phase."""
-    _run(lambda flow: flow.pause(workflow_id, by=getpass.getuser()))
-    out.print(f"pause requested for {workflow_id}")
+    _run(lambda flow: flow.pause(workflow_id, by=_user()))
+    _sent(as_json, workflow_id, "pause", f"pause requested for {workflow_id}")
 
 
 @app.command()
-def resume(workflow_id: IdArg) -> None:
+def resume(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
     """Resume a paused task."""
-    _run(lambda flow: flow.resume(workflow_id, by=getpass.getuser()))
-    out.print(f"resumed {workflow_id}")
+    _run(lambda flow: flow.resume(workflow_id, by=_user()))
+    _sent(as_json, workflow_id, "resume", f"resumed {workflow_id}")
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 @app.command()
@@ -503,11 +732,16 @@ def demo(
     from implflow.demo import run_demo
 
     try:
-        code = asyncio.run(run_demo(auto_approve=auto_approve, console=out))
+        code = asyncio.run(run_demo(auto_approve=auto_approve, console=console()))
     except ImplflowError as e:
         say_error(e)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+from implflow.cli_plan import plan_app  # noqa: E402 - the sub-app uses the helpers above
+
+app.add_typer(plan_app, name="plan")
 
 
 def main() -> None:

@@ -64,7 +64,7 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=120,
-            env=self.env,
+            env={**self.env, "COLUMNS": "250"},  # long lines (paths, commands) unwrapped
             cwd=ROOT,
             check=False,
         )
@@ -250,3 +250,195 @@ def test_worker_exits_non_zero_when_the_server_is_unreachable(tmp_path: Path) ->
     )
     assert proc.returncode == 1
     assert "worker could not start" in proc.stderr
+
+
+def _python_repo(path: Path) -> Path:
+    """A git repository the Python gate preset applies to (it has a pyproject.toml)."""
+    repo = git_repo(path)
+    (repo / "pyproject.toml").write_text('[project]\nname = "target"\nversion = "0"\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "add", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "python"], cwd=repo, check=True)
+    return repo
+
+
+def _task_args(repo: Path, title: str = "exit codes", *extra: str) -> list[str]:
+    return ["--title", title, "--description", "d", "--repo", str(repo), *extra]
+
+
+def test_exit_codes_follow_the_task(stack: Stack, tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+
+    # Waiting for a person: 0, and the guidance names the commands that answer.
+    waiting = stack.implflow("start", *_task_args(repo, "waits"), "--watch")
+    assert waiting.returncode == 0, waiting.stderr
+    wid = waiting.stdout.split()[1]
+    assert f"implflow approve {wid} --phase design" in " ".join(waiting.stdout.split())
+    assert stack.implflow("status", wid).returncode == 0
+    assert stack.implflow("watch", wid).returncode == 0
+
+    # Completed: 0.
+    done = stack.implflow("start", *_task_args(repo, "done"), "--approve-after", "", "--watch")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[8/8]" in done.stdout and "completed" in done.stdout
+
+    # Failed (the repository does not exist on the worker): 1 from all three.
+    failed = stack.implflow("start", *_task_args(tmp_path / "nowhere", "fails"), "--watch")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    fid = failed.stdout.split()[1]
+    assert stack.implflow("status", fid).returncode == 1
+    assert stack.implflow("watch", fid).returncode == 1
+
+    # Cancelled: 1.
+    cancelled = stack.implflow("cancel", wid, "--json")
+    assert json.loads(cancelled.stdout) == {"workflow_id": wid, "sent": "cancel"}
+    eventually(lambda: stack.implflow("status", wid).returncode == 1, what="cancelled")
+    assert json.loads(stack.implflow("status", wid, "--json").stdout)["state"] == "cancelled"
+    assert stack.implflow("watch", wid).returncode == 1
+
+
+def test_terminated_task_is_listed_by_temporal_status_never_waiting(
+    stack: Stack, tmp_path: Path
+) -> None:
+    repo = git_repo(tmp_path / "repo")
+    started = stack.implflow("start", *_task_args(repo, "to terminate"), "--watch", "--json")
+    wid = json.loads(started.stdout.splitlines()[0])["workflow_id"]
+    stack.temporal("workflow", "terminate", "--workflow-id", wid, "--reason", "test")
+
+    def row() -> dict[str, Any] | None:
+        rows = json.loads(stack.implflow("list", "--json").stdout)
+        found = [r for r in rows if r["workflow_id"] == wid and r["state"] == "terminated"]
+        return found[0] if found else None
+
+    listed = eventually(row, what="terminated in the list")
+    assert listed["title"] == "to terminate" and listed["phase"] == "design"
+    assert listed["impl_state"] == "awaiting_approval"  # what the workflow last said
+    waiting = json.loads(stack.implflow("list", "--state", "awaiting_approval", "--json").stdout)
+    assert wid not in [r["workflow_id"] for r in waiting]
+    watched = stack.implflow("watch", wid)
+    assert watched.returncode == 1 and f"{wid} ended: terminated" in watched.stdout
+    status = stack.implflow("status", wid)
+    assert status.returncode == 1
+    assert "state: terminated" in status.stdout and "awaiting a decision" not in status.stdout
+    table = stack.implflow("list")
+    assert "to terminate" in table.stdout and "terminated" in table.stdout
+
+
+def test_failed_gate_is_answered_only_by_waive_reject_or_abort(
+    stack: Stack, tmp_path: Path
+) -> None:
+    repo = _python_repo(tmp_path / "repo")
+    task = {
+        "title": "gate",
+        "description": "d",
+        "repo": str(repo),
+        "gates": "on",
+        "max_repair_rounds": 0,
+        # The command succeeds but writes no review: the review gate fails.
+        "commands": {"review": ["true"]},
+    }
+    started = stack.implflow("start", "--input", json.dumps(task), "--watch")
+    assert started.returncode == 0, started.stdout + started.stderr
+    wid = started.stdout.split()[1]
+    text = " ".join(started.stdout.split())
+    assert f'implflow waive {wid} --phase review --reason "..."' in text
+    assert f"implflow abort {wid} --phase review" in text
+
+    refused = stack.implflow("approve", wid, "--phase", "review", "--approver", "lead")
+    assert refused.returncode == 1
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "approve does not answer a failed gate" in lines[0]
+    assert f"implflow waive {wid} --phase review" in lines[0]
+    assert json.loads(stack.implflow("status", wid, "--json").stdout)["decisions"] == []
+
+    no_reason = stack.implflow("waive", wid, "--phase", "review", "--reason", " ")
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+
+    aborted = stack.implflow("abort", wid, "--phase", "review", "--approver", "lead", "--json")
+    assert aborted.returncode == 0, aborted.stderr
+    assert json.loads(aborted.stdout)["decision"] == "abort"
+    eventually(lambda: stack.implflow("status", wid).returncode == 1, what="aborted = failed")
+
+
+def test_diff_prints_a_rounds_changes_from_the_branch(stack: Stack, tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    write = json.dumps([sys.executable, "-c", "open('hello.txt', 'w').write('hi\\n')"])
+    design = json.dumps([sys.executable, "-c", "open('.implflow/design.md', 'w').write('# D')"])
+    started = stack.implflow(
+        "start",
+        *_task_args(repo, "diff"),
+        "--approve-after",
+        "",
+        "--command",
+        f"implement={write}",
+        "--command",
+        f"design={design}",
+        "--watch",
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    wid = started.stdout.split()[1]
+
+    # Where the work is, and the document to read before approving a design.
+    status = stack.implflow("status", wid)
+    assert f"repo: {repo}  branch: implflow/{wid}" in status.stdout
+    assert f"git -C {repo} show implflow/{wid}:.implflow/design.md" in status.stdout
+    assert ".implflow/review.md" not in status.stdout  # the review wrote none
+    assert json.loads(stack.implflow("status", wid, "--json").stdout)["documents"] == [
+        ".implflow/design.md"
+    ]
+
+    diff = stack.implflow("diff", wid, "--phase", "implement")
+    assert diff.returncode == 0, diff.stderr
+    assert "+++ b/hello.txt" in diff.stdout and "+hi" in diff.stdout
+    assert ".implflow/" not in diff.stdout  # implflow's own records are left out
+    assert "implement round 1: commit" in diff.stderr
+    stat = json.loads(
+        stack.implflow("diff", wid, "--phase", "implement", "--stat", "--json").stdout
+    )
+    assert stat["round"] == 1 and "hello.txt" in stat["stat"]
+    sha = subprocess.run(
+        ["git", "log", "-1", "--format=%H", "--grep=Implflow-Phase: implement", f"implflow/{wid}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert stat["commit"] == sha  # found by its trailers
+
+    missing = stack.implflow("diff", wid, "--phase", "implement", "--round", "2")
+    assert missing.returncode == 1 and "implement r1" in missing.stderr
+
+
+def test_start_without_a_worker_says_so_within_seconds(stack: Stack, tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "repo")
+    env = {**stack.env, "IMPLFLOW_TASK_QUEUE": f"nobody-{new_id()}"}
+    wid = new_id("noworker")
+
+    def start(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "implflow.cli", "start", "--id", wid, *_task_args(repo), *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=ROOT,
+            check=False,
+        )
+
+    begun = time.monotonic()
+    proc = start()
+    assert time.monotonic() - begun < 10
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no worker" in lines[0] and "implflow worker" in lines[0]
+    assert stack.listed(f"WorkflowId = '{wid}'") == []  # nothing was started
+
+    unchecked = start("--no-worker-check")
+    assert unchecked.returncode == 0, unchecked.stderr
+    stack.temporal("workflow", "terminate", "--workflow-id", wid)
+
+
+def test_start_refuses_an_unknown_executor_before_connecting(stack: Stack) -> None:
+    proc = stack.implflow("start", *_task_args(Path("/tmp")), "--executor", "claude")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: invalid input: executor: unknown executor 'claude'")
