@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from implflow.client import ImplflowClient, PlanClient, check_plan_executors
-from implflow.errors import InvalidInputError
-from implflow.models import TaskState
-from implflow.plans import (
-    PlanInput,
-    PlanStatus,
-    check_specialists,
-    load_plan,
-    plan_json,
-    topological_order,
-)
+if TYPE_CHECKING:  # the commands import these when they run: `implflow --help` stays fast
+    from implflow.client import ImplflowClient, PlanClient
+    from implflow.plans import PlanInput, PlanStatus
 
 plan_app = typer.Typer(
     name="plan",
@@ -40,11 +32,16 @@ RepoOpt = Annotated[
 
 
 def _plans(flow: ImplflowClient) -> PlanClient:
+    from implflow.client import PlanClient
+
     return PlanClient(flow.client, flow.task_queue)
 
 
 def _load(file: Path, repo: str | None) -> PlanInput:
     """The validated plan, or exit 2 with one line naming the task and field."""
+    from implflow.client import check_plan_executors
+    from implflow.errors import InvalidInputError
+    from implflow.plans import check_specialists, load_plan
     from implflow.settings import Settings
 
     if repo and "://" not in repo and "@" not in repo:
@@ -62,6 +59,8 @@ def _load(file: Path, repo: str | None) -> PlanInput:
 @plan_app.command()
 def check(file: FileArg, repo: RepoOpt = None, as_json: cli.JsonOpt = False) -> None:
     """Validate a plan file without starting it; --json prints what PlanWorkflow takes."""
+    from implflow.plans import plan_json, topological_order
+
     plan = _load(file, repo)
     if as_json:
         sys.stdout.write(plan_json(plan) + "\n")
@@ -106,6 +105,8 @@ def run(
 
 async def _watch(plans: PlanClient, plan_id: str, as_json: bool) -> int:
     """Print each task's state and phase as they change; 0 only if the plan completed."""
+    from implflow.models import TaskState
+
     shown: dict[str, tuple[str, str, str]] = {}
     width = 0
     asked = None

@@ -266,9 +266,12 @@ class RejectSignal(_Input):
 class DecideInput(_Input):
     """Update ``decide``: validated before it enters history.
 
-    ``approve`` passes the gate (on a failed quality gate: a waiver, ``comment`` is the
-    reason; on a budget stop: more budget, ``budget_usd`` the new per-phase cap);
-    ``reject`` rewinds with ``feedback``; ``abort`` ends the task.
+    ``approve`` passes an approval (on a budget stop: more budget, ``budget_usd`` the extra
+    dollars; on the review's questions: ``comment`` holds the answers); ``waive`` accepts a
+    failed quality gate, ``comment`` the reason (required); ``reject`` rewinds with
+    ``feedback``; ``abort`` ends the task. A failed gate is never answered by ``approve``.
+    (The waive reason is checked by the workflow's rules, not here, so histories of tasks that
+    waived without one before that rule still replay.)
     """
 
     phase: PhaseName
@@ -712,6 +715,8 @@ class PhaseStatus(_Record):
     gate: GateResult | None = None
     cost_usd: float = 0.0
     tokens: int = 0
+    artifacts: list[str] = Field(default_factory=list)
+    """Files the phase reported writing (paths in the checkout), e.g. its review or design."""
 
 
 class Ledger(_Record):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from implflow.layout import DESIGN_DOC, REVIEW_DOC
+from implflow.layout import ARTIFACT_FILES
 from implflow.models import (
     GateResult,
     Ledger,
@@ -18,8 +18,6 @@ from implflow.models import (
     PhaseStatusValue,
     TaskState,
 )
-
-_REVIEW, _DESIGN = "review", "design"
 
 _MARK = {
     PhaseStatusValue.DONE: "[x]",
@@ -59,6 +57,7 @@ class Progress:
         p.duration_s = round(p.duration_s + result.duration_s, 3)
         p.outcome = result.summary
         p.commit = result.commit
+        p.artifacts = sorted({*p.artifacts, *result.artifacts})[:20]
         p.finished_at = now
         p.cost_usd = round(p.cost_usd + result.cost_usd, 6)
         p.tokens += result.tokens
@@ -81,12 +80,9 @@ class Progress:
         p.finished_at = now
 
     def documents(self) -> list[str]:
-        """The documents on the branch so far: the review and design, once their phase ran."""
-        return [
-            doc
-            for name, doc in ((_REVIEW, REVIEW_DOC), (_DESIGN, DESIGN_DOC))
-            if any(p.name == name and p.commit for p in self.phases)
-        ]
+        """The documents on the branch so far: the review and design docs a phase wrote."""
+        written = {a for p in self.phases for a in p.artifacts}
+        return [doc for doc in ARTIFACT_FILES if doc in written]
 
     def rewound(self, names: list[str]) -> None:
         """Phases that will run again after a rejection go back to pending."""
@@ -149,16 +145,17 @@ def _waiting_line(pending: PendingApproval, workflow_id: str) -> str:
     }[pending.kind]
     how = {
         "approval": f"`implflow approve {wid} --phase {phase}` or "
-        f"`implflow reject {wid} --phase {phase} --feedback ...`",
-        "gate": f"`implflow waive {wid} --phase {phase} --reason ...`, "
-        f"`implflow reject {wid} --phase {phase} --feedback ...` or "
-        f"`implflow abort {wid} --phase {phase}`",
+        f'`implflow reject {wid} --phase {phase} --feedback "..."`',
+        "gate": f'`implflow waive {wid} --phase {phase} --reason "..."` (the reason is '
+        f'recorded), `implflow reject {wid} --phase {phase} --feedback "..."` or '
+        f"`implflow abort {wid} --phase {phase}` (or the `decide` update with decision waive, "
+        "reject or abort; approve does not answer a failed gate)",
         "budget": f"`implflow approve {wid} --phase {phase} --budget-usd N` or "
         f"`implflow abort {wid} --phase {phase}`",
         "question": f"`implflow approve {wid} --phase {phase} --comment '<answers>'` or "
-        f"`implflow reject {wid} --phase {phase} --feedback ...`",
+        f'`implflow reject {wid} --phase {phase} --feedback "..."`',
     }[pending.kind]
     return (
         f"Waiting since {pending.since.isoformat(timespec='seconds')} for a decision on "
-        f"**{phase}** — {what}: {how} (or the `decide` update / the signals of the same names)."
+        f"**{phase}** — {what}: {how}."
     )
