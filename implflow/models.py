@@ -337,6 +337,8 @@ class PrepareInput(_Input):
     workflow_id: str
     repo: str
     executor: str | None = None
+    commands: dict[str, list[str]] = Field(default_factory=dict)
+    """The task's shell commands: each program must be on the worker before review runs."""
 
 
 class PrepareResult(_Record):

@@ -414,9 +414,13 @@ async def test_unusable_setup_fails_fast_without_retrying(
         h = await start(ts_env, tq, task(repo).model_copy(update=extra))
         with pytest.raises(WorkflowFailureError) as info:
             await asyncio.wait_for(h.result(), 20)
+        st = await h.query("status", result_type=TaskStatus)
     cause = info.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == error_type
     assert words in cause.message
+    # Found by prepare, before any phase ran (not after the design approval).
+    assert cause.message.startswith("prepare failed: ")
+    assert all(p.rounds == 0 for p in st.phases)
 
 
 async def test_failing_command_is_retried_then_fails_the_task(

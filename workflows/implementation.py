@@ -185,7 +185,12 @@ class ImplementationWorkflow:
         task = self._task
         prep = await workflow.execute_activity_method(
             ImplActivities.prepare_task,
-            PrepareInput(workflow_id=wid, repo=task.repo, executor=task.executor),
+            PrepareInput(
+                workflow_id=wid,
+                repo=task.repo,
+                executor=task.executor,
+                commands={k: list(v) for k, v in task.commands.items()},
+            ),
             **options.PREPARE,
             summary="prepare: check repo and executor",
         )
