@@ -86,9 +86,6 @@ PATCH_CANCELLING = "cancelling-state-v1"
 
 T = TypeVar("T")
 
-LOAD_FIGURES = ("p95_ms", "requests_per_s")
-"""Gate figures whose first measurement is the baseline later load gates compare against."""
-
 
 @dataclass
 class _Run:
@@ -103,6 +100,8 @@ class _Run:
     branch: str | None = None
     pull_request: str | None = None
     baseline: dict[str, float] = field(default_factory=dict)
+    service: tuple[list[str], str | None] | None = None  # service command, health path
+    service_from: str | None = None  # the phase whose gate proposed it
     decided: bool = False  # a person just decided: the next phase round runs first
 
     def take_decided(self) -> bool:
@@ -212,7 +211,9 @@ class ImplementationWorkflow:
                 await workflow.wait_condition(lambda: not self._paused)
             rejected = await self._phase_step(spec)
             if rejected is None and spec.approval:
-                answer = await self._ask(spec.name, self._progress.get(spec.name).commit)
+                status = self._progress.get(spec.name)
+                evidence = status.gate.evidence() if status.gate else ""
+                answer = await self._ask(spec.name, status.commit, evidence=evidence)
                 rejected = None if answer.decision in ("approve", "waive") else answer
             if rejected is None:
                 i += 1
@@ -257,7 +258,11 @@ class ImplementationWorkflow:
                 )
                 self._progress.get(spec.name).status = PhaseStatusValue.DONE
                 return None
-            repairable = not (self._run.gate_decisions and result.outcome == "nothing-to-do")
+            # Only an agent's mistakes get repair rounds: nothing to do, a broken environment or
+            # unresolved measurement noise go to a person at once, with the root cause.
+            repairable = not self._run.gate_decisions or (
+                result.outcome != "nothing-to-do" and gate.failure_class in (None, "agent")
+            )
             if repairable and repairs < self._task.max_repair_rounds:
                 repairs += 1
                 self._progress.get(spec.name).repairs = repairs
@@ -362,15 +367,19 @@ class ImplementationWorkflow:
                 thresholds=self._task.thresholds,
                 base_commit=self._run.base_commit,
                 baseline=self._run.baseline,
+                service_command=self._run.service[0] if self._run.service else None,
+                service_health_path=self._run.service[1] if self._run.service else None,
             ),
             **options.GATE,
             summary=f"gate {spec.name} · round {result.round}",
         )
-        for check in gate.checks:
-            for key in LOAD_FIGURES:
-                value = check.figures.get(key)
-                if isinstance(value, (int, float)) and key not in self._run.baseline:
-                    self._run.baseline[key] = float(value)
+        if not self._run.baseline:  # the first load figures measured are the baseline
+            self._run.baseline = gate.load_baseline()
+        if gate.service_command and self._run.service_from in (None, spec.name):
+            # The phase that proposed how the service runs (design) fixes it for the task: it
+            # is shown in that phase's approval; later phases cannot change how they are measured.
+            self._run.service_from = spec.name
+            self._run.service = (list(gate.service_command), gate.service_health_path)
         self._progress.gated(gate)
         self._refresh()
         return gate
