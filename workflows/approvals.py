@@ -9,7 +9,7 @@ Deterministic, no I/O; the workflow does the waiting.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
+from activities.phases import ImplActivities
 from implflow import errors
 from implflow.models import (
     ApprovalKind,
@@ -24,7 +25,9 @@ from implflow.models import (
     DecideInput,
     Decision,
     PendingApproval,
+    ReminderInput,
 )
+from workflows import options
 from workflows.messages import parse_payload
 
 MAX_IGNORED = 50
@@ -104,16 +107,31 @@ class Approvals:
         return self.pending
 
     async def wait(
-        self, policy: ApprovalPolicy, remind: Callable[[PendingApproval], Awaitable[None]]
+        self, policy: ApprovalPolicy, title: str, on_change: Callable[[], None]
     ) -> Decision:
-        """The answer to the pending approval: after ``remind_after_s`` people are reminded;
-        at ``deadline_s`` the policy fails the task (``APPROVAL_EXPIRED``) or keeps waiting."""
+        """The answer to the pending approval: after ``remind_after_s`` people are reminded
+        (``send_reminder``: a log line, the webhook); at ``deadline_s`` the policy fails the
+        task (``APPROVAL_EXPIRED``) or keeps waiting."""
         pending = self.pending
         if pending is None:
             raise ApplicationError("no approval is pending", non_retryable=True)
         answered = await self._wait_answer(policy.remind_after_s)
         if not answered:
-            await remind(pending)
+            await workflow.execute_activity_method(
+                ImplActivities.send_reminder,
+                ReminderInput(
+                    workflow_id=workflow.info().workflow_id,
+                    title=title,
+                    phase=pending.phase,
+                    waiting_since=pending.since,
+                    deadline=pending.deadline or pending.since,
+                    on_expiry=policy.on_expiry,
+                ),
+                **options.REMINDER,
+                summary=f"reminder: {pending.phase} approval overdue",
+            )
+            pending.reminded = True
+            on_change()
             answered = await self._wait_answer(policy.deadline_s - policy.remind_after_s)
         if not answered and policy.on_expiry == "fail":
             self.expire(pending.phase, pending.commit, workflow.now())

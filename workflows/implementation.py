@@ -23,7 +23,6 @@ bookkeeping live beside it: ``approvals.py``, ``budget.py``, ``failures.py``, ``
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -40,19 +39,16 @@ with workflow.unsafe.imports_passed_through():
         ApproveSignal,
         DecideInput,
         Decision,
-        GateInput,
         GateResult,
         ImplementationInput,
         ImplementationResult,
         PauseSignal,
-        PendingApproval,
         PhaseResult,
         PhaseSpec,
         PhaseStatusValue,
         PrepareInput,
         PullRequestInput,
         RejectSignal,
-        ReminderInput,
         TaskState,
         TaskStatus,
     )
@@ -68,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         placeholder_input,
     )
     from workflows.progress import Progress
+    from workflows.run_facts import RunFacts
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
 IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
@@ -87,28 +84,6 @@ PATCH_CANCELLING = "cancelling-state-v1"
 T = TypeVar("T")
 
 
-@dataclass
-class _Run:
-    """What prepare and the phases established about this run."""
-
-    executor: str = ""
-    base_commit: str | None = None
-    gates: bool = False
-    with_gates_and_budgets: bool = False
-    gate_decisions: bool = False
-    prepared: bool = False
-    branch: str | None = None
-    pull_request: str | None = None
-    baseline: dict[str, float] = field(default_factory=dict)
-    service: tuple[list[str], str | None] | None = None  # service command, health path
-    service_from: str | None = None  # the phase whose gate proposed it
-    decided: bool = False  # a person just decided: the next phase round runs first
-
-    def take_decided(self) -> bool:
-        decided, self.decided = self.decided, False
-        return decided
-
-
 @workflow.defn(name="ImplementationWorkflow")
 class ImplementationWorkflow:
     @workflow.init
@@ -123,7 +98,7 @@ class ImplementationWorkflow:
         self._progress = Progress(names, [n for n in self._task.skip if n not in names])
         self._approvals = Approvals(self._task.approval.approvers, names)
         self._budget = BudgetKeeper(self._task.budget)
-        self._run = _Run()
+        self._run = RunFacts()
         self._feedback: list[str] = []  # for every later round: rejections, answers
         self._state = TaskState.RUNNING
         self._phase: str | None = names[0] if names else None
@@ -356,30 +331,14 @@ class ImplementationWorkflow:
             return await handle
 
     async def _gate(self, spec: PhaseSpec, result: PhaseResult) -> GateResult:
-        """The phase's quality checks; the first load figures measured become the baseline."""
+        """The phase's quality checks; what they measured is kept for the later gates."""
         gate = await workflow.execute_activity_method(
             ImplActivities.run_gate,
-            GateInput(
-                workflow_id=workflow.info().workflow_id,
-                repo=self._task.repo,
-                phase=spec.name,
-                round=result.round,
-                thresholds=self._task.thresholds,
-                base_commit=self._run.base_commit,
-                baseline=self._run.baseline,
-                service_command=self._run.service[0] if self._run.service else None,
-                service_health_path=self._run.service[1] if self._run.service else None,
-            ),
+            self._run.gate_input(workflow.info().workflow_id, self._task, spec.name, result.round),
             **options.GATE,
             summary=f"gate {spec.name} · round {result.round}",
         )
-        if not self._run.baseline:  # the first load figures measured are the baseline
-            self._run.baseline = gate.load_baseline()
-        if gate.service_command and self._run.service_from in (None, spec.name):
-            # The phase that proposed how the service runs (design) fixes it for the task: it
-            # is shown in that phase's approval; later phases cannot change how they are measured.
-            self._run.service_from = spec.name
-            self._run.service = (list(gate.service_command), gate.service_health_path)
+        self._run.learn(spec.name, gate)
         self._progress.gated(gate)
         self._refresh()
         return gate
@@ -395,7 +354,7 @@ class ImplementationWorkflow:
         policy = self._task.approval
         self._approvals.open(phase, kind, evidence, workflow.now(), commit, policy.deadline_s)
         self._set(TaskState.AWAITING_APPROVAL, phase)
-        answer = await self._approvals.wait(policy, self._remind)
+        answer = await self._approvals.wait(policy, self._task.title, self._refresh)
         self._run.decided = True
         if answer.decision == "abort":
             raise ApplicationError(
@@ -405,24 +364,6 @@ class ImplementationWorkflow:
             )
         self._set(TaskState.RUNNING, phase)
         return answer
-
-    async def _remind(self, pending: PendingApproval) -> None:
-        """The approval is overdue: tell people (log line, webhook) and show it."""
-        await workflow.execute_activity_method(
-            ImplActivities.send_reminder,
-            ReminderInput(
-                workflow_id=workflow.info().workflow_id,
-                title=self._task.title,
-                phase=pending.phase,
-                waiting_since=pending.since,
-                deadline=pending.deadline or pending.since,
-                on_expiry=self._task.approval.on_expiry,
-            ),
-            **options.REMINDER,
-            summary=f"reminder: {pending.phase} approval overdue",
-        )
-        pending.reminded = True
-        self._refresh()
 
     # --- handlers -------------------------------------------------------------------
 
