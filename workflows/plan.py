@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import (
@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         topological_order,
     )
     from workflows.failures import failure_message, failure_type
+    from workflows.messages import parse_payload
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
 IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
@@ -97,6 +98,9 @@ OBSERVE_RETRY = RetryPolicy(
 OBSERVE_WAIT_S = 300.0
 _LOST = (PlanTaskState.FAILED, PlanTaskState.CANCELLED, PlanTaskState.BLOCKED)
 """A task in one of these states will not complete: what depends on it is blocked."""
+MAX_PLAN_BYTES = 1_500_000
+"""A plan's input (and its continue-as-new state) stays under Temporal's 2 MB payload limit."""
+
 CANCEL_ROUNDS = 20
 """Observations (of up to 30 s each) spent waiting for cancelled tasks to close."""
 
@@ -104,8 +108,12 @@ CANCEL_ROUNDS = 20
 @workflow.defn(name="PlanWorkflow")
 class PlanWorkflow:
     @workflow.init
-    def __init__(self, plan: PlanInput) -> None:
-        # Runs before any handler, so queries and updates always see a complete state.
+    def __init__(self, *args: Any) -> None:
+        # Runs before any handler, so queries and updates always see a complete state. The
+        # input is decoded here, so a missing or malformed one fails the plan in ``run``
+        # instead of failing every workflow task forever (see workflows/messages.py).
+        decoded, self._input_problem = parse_payload(PlanInput, args, MAX_PLAN_BYTES)
+        plan = decoded or PlanInput.model_construct(title="(invalid input)", repo="", tasks=[])
         self._plan = plan
         self._order = topological_order(plan.tasks)
         self._s = plan.state or PlanState(tasks=[_new_task(plan, t) for t in plan.tasks])
@@ -120,7 +128,12 @@ class PlanWorkflow:
         self._wake = False
 
     @workflow.run
-    async def run(self, plan: PlanInput) -> PlanResult:
+    async def run(self, *args: Any) -> PlanResult:
+        if self._input_problem:
+            self._error = self._input_problem
+            self._set(TaskState.FAILED)
+            raise ApplicationError(self._error, type=errors.INVALID_INPUT, non_retryable=True)
+        plan = self._plan
         if not re.match(PLAN_ID_PATTERN, self._id):
             raise ApplicationError(
                 f"plan id {self._id!r}: use letters, digits, '-' and '_' (it names branches)",

@@ -149,3 +149,19 @@ async def test_bad_raw_starts_fail_at_once_non_retryable(
         events = [e async for e in h.fetch_history_events()]
         failed_tasks = [e for e in events if e.HasField("workflow_task_failed_event_attributes")]
         assert failed_tasks == []
+
+
+async def test_a_plan_with_a_missing_or_broken_input_fails_at_once(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory
+) -> None:
+    async with run_worker() as (_, tq):
+        for args in ([], [_raw(b"binary/plain", b"tasks: []")], [{"title": "t"}]):
+            h = await ts_env.client.start_workflow(
+                "PlanWorkflow", args=args, id=f"badplan-{uuid.uuid4().hex[:8]}", task_queue=tq
+            )
+            with pytest.raises(WorkflowFailureError) as info:
+                await h.result()
+            cause = info.value.cause
+            assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput"
+            events = [e async for e in h.fetch_history_events()]
+            assert not [e for e in events if e.HasField("workflow_task_failed_event_attributes")]
