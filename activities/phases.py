@@ -14,10 +14,15 @@ methods are the activities, registered under stable names:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
+import os
+import shutil
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,13 +30,23 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.executors import ExecutionContext, ExecutorRegistry
-from activities.process import run_process, scrubbed_env
+from activities.checkpoints import (
+    AttemptBeat,
+    Checkpointer,
+    attempt_failure,
+    checkpoint_every_s,
+    checkpoint_refs,
+    restore,
+)
+from activities.executors import ExecutionContext, ExecutionOutcome, ExecutorRegistry
+from activities.process import HEARTBEAT_CADENCE_S, CheckoutLock, run_process, scrubbed_env
+from activities.sandbox import SandboxPolicy
 from activities.workspace import (
     GitError,
     RoundKey,
     TaskCheckout,
     check_repo,
+    is_race_lost,
     record_round,
     task_dir,
 )
@@ -43,8 +58,9 @@ from implflow.errors import (
     PHASE_TIMEOUT,
     PULL_REQUEST_FAILED,
 )
-from implflow.layout import GATES_FILE, LOGS_DIR
+from implflow.layout import ARTIFACT_FILES, GATES_FILE, LOGS_DIR
 from implflow.models import (
+    AttemptFailure,
     GateInput,
     GateResult,
     PhaseInput,
@@ -59,6 +75,10 @@ from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.activities")
 T = TypeVar("T")
+Beat = Callable[[dict[str, object]], None]
+
+FINAL_CHECKPOINT_S = 60.0
+"""How long a failed or cancelled attempt may take to save its final checkpoint."""
 
 
 class ImplActivities:
@@ -70,59 +90,121 @@ class ImplActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.executors = ExecutorRegistry(settings)
+        self.sandbox = SandboxPolicy.from_settings(settings)
+        """Where executor and gate programs run (``IMPLFLOW_SANDBOX``), decided at start."""
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_activities + 2, thread_name_prefix="implflow-git"
+        )
+        """Git work (clone, fetch, checkpoints, commit, push) runs here, off the event loop."""
 
     @activity.defn(name="prepare_task")
     async def prepare_task(self, inp: PrepareInput) -> PrepareResult:
         """Resolve the executor (input, else the worker default) and check it and the repo."""
         name = (inp.executor or self.settings.executor).strip().lower()
         self.executors.get(name)  # raises a non-retryable error naming what to install or set
-        kind, base = await asyncio.to_thread(check_repo, inp.repo)
-        log.info("task prepared", workflow_id=inp.workflow_id, executor=name, repo_kind=kind)
-        return PrepareResult(executor=name, repo_kind=kind, base_commit=base)
+        if name == "shell":
+            _check_commands(inp.commands)
+        kind, base = await self._in_pool(check_repo, inp.repo)
+        # A reused workflow id: an earlier run's branch is moved aside (kept), never reused.
+        async with self._checkout_lock(inp.workflow_id):
+            claim = await self._git(
+                TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces).claim
+            )
+        log.info(
+            "task prepared",
+            workflow_id=inp.workflow_id,
+            executor=name,
+            repo_kind=kind,
+            branch=claim.branch,
+            earlier_run_branch=claim.moved_to,
+        )
+        return PrepareResult(
+            executor=name,
+            repo_kind=kind,
+            base_commit=base,
+            branch=claim.branch,
+            earlier_run_branch=claim.moved_to,
+        )
 
     @activity.defn(name="run_phase")
     async def run_phase(self, inp: PhaseInput) -> PhaseResult:
         """Run one phase round on the task branch; exactly one commit per round."""
+        async with self._checkout_lock(inp.workflow_id):
+            return await self._run_phase(inp)
+
+    def _task_env(self, workdir: Path) -> dict[str, str]:
+        """The task's environment (built by its gates) on the agent's PATH, if there is one."""
+        from activities.environments import EnvironmentStore, env_vars_for
+
+        return env_vars_for(workdir, EnvironmentStore.from_settings(self.settings))
+
+    def _checkout_lock(self, workflow_id: str) -> CheckoutLock:
+        """Held while an activity works on the task's checkout; a new holder first ends
+        the process groups a killed worker left running there (see ``process.py``)."""
+        return CheckoutLock(
+            task_dir(workflow_id, self.settings.workspaces), heartbeat=activity.heartbeat
+        )
+
+    async def _run_phase(self, inp: PhaseInput) -> PhaseResult:
         info = activity.info()
         bound = log.bind(
             workflow_id=inp.workflow_id, phase=inp.phase.name, round=inp.round, attempt=info.attempt
         )
         started = time.monotonic()
         executor = self.executors.get(inp.executor)
-        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
+        checkout = TaskCheckout(
+            inp.repo, inp.workflow_id, self.settings.workspaces, run_id=info.workflow_run_id
+        )
         key = RoundKey(inp.workflow_id, inp.phase.name, inp.round)
-        start = await self._git(checkout.sync)
-        recorded = await self._git(checkout.recorded, key)
+        beat = AttemptBeat(inp.phase.name, inp.round, info.attempt)
+        start = await self._git(checkout.sync, beat=beat)
+        recorded = await self._git(checkout.recorded, key, beat=beat)
         if recorded is not None:
             bound.info("phase round already committed; returning the recorded outcome")
+            await self._in_pool(checkout.drop, checkpoint_refs(checkout, key), beat=beat)
             return recorded.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
+        # What an interrupted attempt of this round left goes back first (checkpoints.py).
+        restored = await self._git(
+            restore, checkout, key, info.attempt, info.heartbeat_details, beat=beat
+        )
+        checkpoints = beat.checkpointer = Checkpointer(checkout, key, info.attempt, restored)
+        pin = inp.model_copy(update={"earlier_work": restored.note}) if restored.note else inp
         scratch = task_dir(inp.workflow_id, self.settings.workspaces)
         context_file = scratch / "context" / f"{inp.phase.name}-r{inp.round}.json"
         context_file.parent.mkdir(parents=True, exist_ok=True)
-        context_file.write_text(inp.model_dump_json(indent=2), encoding="utf-8")
-
-        def beat(details: dict[str, object]) -> None:
-            activity.heartbeat({"phase": inp.phase.name, "round": inp.round, **details})
-
-        bound.info("phase started", executor=executor.name, branch=checkout.branch)
+        context_file.write_text(pin.model_dump_json(indent=2), encoding="utf-8")
+        bound.info(
+            "phase started",
+            executor=executor.name,
+            branch=checkout.branch,
+            restored_files=len(restored.files),
+        )
         beat({"state": "started"})
+        ctx = ExecutionContext(
+            phase_input=pin,
+            attempt=info.attempt,
+            workdir=checkout.dir,
+            context_file=context_file,
+            log_dir=checkout.dir / LOGS_DIR,
+            env_allowlist=tuple(self.settings.env_allowlist),
+            heartbeat=beat,
+            earlier=restored.earlier_work(),
+            task_env=await asyncio.to_thread(self._task_env, checkout.dir),
+        )
         try:
-            outcome = await executor.execute(
-                ExecutionContext(
-                    phase_input=inp,
-                    attempt=info.attempt,
-                    workdir=checkout.dir,
-                    context_file=context_file,
-                    log_dir=checkout.dir / LOGS_DIR,
-                    env_allowlist=tuple(self.settings.env_allowlist),
-                    heartbeat=beat,
+            # The agent sees its checkout and scratch space only; network on for its model API.
+            with self.sandbox.scope(writable=(checkout.dir, context_file.parent), network=True):
+                outcome = await self._checkpointing(
+                    executor.execute(ctx), checkpoints, checkpoint_every_s(inp.phase.heartbeat_s)
                 )
-            )
-        except asyncio.CancelledError:
-            bound.warning("phase cancelled; executor stopped")
+        except BaseException as err:
+            # Failed, timed out or cancelled: its tree, logs and spend go to the checkpoint.
+            failure = attempt_failure(err, info.attempt)
+            bound.warning("phase attempt failed", error=failure.error)
+            await self._final_checkpoint(checkpoints, failure, beat)
+            if isinstance(err, TimeoutError):
+                raise ApplicationError(str(err), type=PHASE_TIMEOUT) from None
             raise
-        except TimeoutError as err:
-            raise ApplicationError(str(err), type=PHASE_TIMEOUT) from None
         record = RoundRecord(
             phase=inp.phase.name,
             round=inp.round,
@@ -131,18 +213,28 @@ class ImplActivities:
             outcome=outcome.outcome,
             summary=outcome.summary[:2000],
             duration_s=round(time.monotonic() - started, 3),
-            artifacts=[_relative(a, checkout.dir) for a in outcome.artifacts],
+            artifacts=[_relative(a, checkout.dir) for a in outcome.artifacts]
+            + [doc for doc in ARTIFACT_FILES if (checkout.dir / doc).is_file()],
             usage=outcome.usage,
+            failed_attempts=checkpoints.failures,
         )
+        drop = [checkpoints.ref] if checkpoints.on_origin else []
         try:
-            commit = await asyncio.to_thread(checkout.commit_round, key, start, record)
+            commit = await self._in_pool(
+                functools.partial(checkout.commit_round, key, start, record, drop=drop), beat=beat
+            )
         except GitError as err:
-            # Another attempt may have pushed this round first: then its outcome stands.
-            await self._git(checkout.sync)
-            again = await self._git(checkout.recorded, key)
-            if again is not None:
-                return again.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
-            raise ApplicationError(str(err), type=GIT_PUSH_FAILED) from None
+            # Lost a race: another attempt pushed this round first, and its outcome stands.
+            # Any other failure leaves the commit in this checkout: a retry here only pushes;
+            # one elsewhere finds the tree and this attempt's spend in the final checkpoint.
+            if is_race_lost(err):
+                await self._git(checkout.sync, beat=beat)
+                again = await self._git(checkout.recorded, key, beat=beat)
+                if again is not None:
+                    return again.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
+            failed = ApplicationError(str(err), *_spent(outcome), type=GIT_PUSH_FAILED)
+            await self._final_checkpoint(checkpoints, attempt_failure(failed, info.attempt), beat)
+            raise failed from None
         bound.info("phase committed", outcome=outcome.outcome, commit=commit[:12])
         if inp.record:
             where = await self._git(
@@ -167,7 +259,12 @@ class ImplActivities:
         An invalid ``.implflow/gates.toml`` fails the task at once (``GATE_CONFIG_INVALID``,
         never retried): only a person fixing the file on the main line helps.
         """
+        async with self._checkout_lock(inp.workflow_id):
+            return await self._run_gate(inp)
+
+    async def _run_gate(self, inp: GateInput) -> GateResult:
         # Tools only a gate needs.
+        from activities.environments import EnvironmentStore
         from activities.gates.config import GateConfigError
         from activities.gates.runner import run_gate as run_checks
 
@@ -194,32 +291,87 @@ class ImplActivities:
         if inp.base_commit:  # the agent may not loosen its own gates: the task's base decides
             await self._git(checkout.pin_file, GATES_FILE, inp.base_commit)
         try:
-            verdict = await run_checks(
-                inp.phase,
-                checkout.dir,
-                inp.round,
-                inp.thresholds,
-                base_ref=inp.base_commit,
-                baseline=inp.baseline or None,
-                heartbeat=beat,
-            )
+            # The target's tests and service: the checkout writable, no network but loopback.
+            with self.sandbox.scope(writable=(checkout.dir,), network=False):
+                verdict = await run_checks(
+                    inp.phase,
+                    checkout.dir,
+                    inp.round,
+                    inp.thresholds,
+                    base_ref=inp.base_commit,
+                    baseline=inp.baseline or None,
+                    heartbeat=beat,
+                    # The target's dependencies, isolated per task and cached by their hash.
+                    environments=EnvironmentStore.from_settings(self.settings),
+                    # Fixed once the design is approved: the agent cannot change how it is
+                    # measured.
+                    service_command=inp.service_command,
+                    service_health_path=inp.service_health_path,
+                )
         except GateConfigError as err:
             raise ApplicationError(str(err), type=GATE_CONFIG_INVALID, non_retryable=True) from None
         # A record cannot name the commit it is part of: ``recorded_verdict`` adds it.
         record = verdict.model_dump(mode="json", exclude={"commit"})
         try:
-            commit = await asyncio.to_thread(checkout.commit_gate, key, start, record)
+            commit = await self._in_pool(checkout.commit_gate, key, start, record)
         except GitError as err:
             raise ApplicationError(str(err), type=GIT_PUSH_FAILED) from None
         bound.info("gate done", passed=verdict.passed, commit=commit[:12])
         return verdict.model_copy(update={"commit": commit})
 
-    async def _git(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _git(self, fn: Callable[..., T], *args: Any, beat: Beat | None = None) -> T:
         """Git work off the event loop; git failures become retryable activity errors."""
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await self._in_pool(fn, *args, beat=beat)
         except GitError as err:
             raise ApplicationError(str(err), type=GIT_FAILED) from None
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any, beat: Beat | None = None) -> T:
+        """``fn(*args)`` on the worker's git threads, heartbeating (``beat``) while it runs.
+
+        The pool has a thread per activity slot (and two spare), so git work never queues
+        behind another task's; a long clone or a push being retried keeps its activity alive.
+        """
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, functools.partial(fn, *args)
+        )
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_CADENCE_S)
+            if done:
+                return future.result()
+            if beat is not None:
+                beat({})
+            elif activity.in_activity():
+                activity.heartbeat({"git": getattr(fn, "__name__", "git")})
+
+    async def _checkpointing(
+        self, work: Awaitable[T], checkpoints: Checkpointer, every_s: float
+    ) -> T:
+        """Await the executor; meanwhile checkpoint its tree whenever it changed."""
+        task = asyncio.ensure_future(work)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=every_s)
+                if done:
+                    return task.result()
+                await self._in_pool(checkpoints.save)
+        finally:
+            if not task.done():  # cancelled meanwhile: the executor stops its process group
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _final_checkpoint(
+        self, checkpoints: Checkpointer, failure: AttemptFailure, beat: AttemptBeat
+    ) -> None:
+        """Save the failed attempt's tree and record; never hides the attempt's own error."""
+        try:
+            await asyncio.wait_for(
+                self._in_pool(checkpoints.save, failure, beat=beat), FINAL_CHECKPOINT_S
+            )
+        except BaseException as err:  # the original failure is re-raised by the caller
+            log.warning("final checkpoint not saved", error=str(err) or type(err).__name__)
+        beat({})  # the failure also travels with the last heartbeat
 
     @activity.defn(name="open_pull_request")
     async def open_pull_request(self, inp: PullRequestInput) -> str:
@@ -272,9 +424,13 @@ class ImplActivities:
         )
         if self.settings.webhook_url is None:
             return
+        # The same reminder retried (or re-sent after a worker crash mid-POST) carries the
+        # same key: receivers de-duplicate on it (at-least-once delivery, exactly-once effect).
+        key = f"{inp.workflow_id}:{inp.phase}:{inp.waiting_since.isoformat()}:overdue"
         body = json.dumps(
             {
                 "event": "approval_overdue",
+                "idempotency_key": key,
                 "workflow_id": inp.workflow_id,
                 "title": inp.title,
                 "phase": inp.phase,
@@ -286,7 +442,7 @@ class ImplActivities:
         request = urllib.request.Request(  # noqa: S310 - URL is an operator-set http(s) setting
             str(self.settings.webhook_url),
             data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", "Idempotency-Key": key},
             method="POST",
         )
 
@@ -296,6 +452,30 @@ class ImplActivities:
 
         status = await asyncio.to_thread(post)
         log.info("reminder webhook sent", workflow_id=inp.workflow_id, status=status)
+
+
+def _check_commands(commands: dict[str, list[str]]) -> None:
+    """Every phase command's program exists on this worker (found before review, not after
+    the design approval); a missing one fails the task at once, naming the phase."""
+    for phase, argv in commands.items():
+        program = argv[0] if argv else ""
+        found = (
+            Path(program).is_file() and os.access(program, os.X_OK)
+            if "/" in program
+            else shutil.which(program) is not None
+        )
+        if not found:
+            raise ApplicationError(
+                f"commands.{phase}: {program!r} is not installed on this worker "
+                "(not on its PATH); install it or give its full path",
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            )
+
+
+def _spent(outcome: ExecutionOutcome) -> list[dict[str, object]]:
+    """An outcome's usage as failure details (what a failed push must not drop)."""
+    return [outcome.usage.model_dump(mode="json")] if outcome.usage else []
 
 
 def _relative(path: str, root: Path) -> str:

@@ -296,7 +296,9 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
         highlight=False,
     )
     repo = getattr(status, "repo", None) or repo
-    branch = status.branch or f"implflow/{status.workflow_id}"
+    from implflow.layout import branch_name
+
+    branch = status.branch or branch_name(status.workflow_id)
     out.print(f"repo: {repo or '-'}  branch: {branch}", highlight=False)
     for doc in _documents(status, repo, branch):
         where = f"git -C {repo} show {branch}:{doc}" if repo else f"{branch}:{doc}"
@@ -453,7 +455,9 @@ def status(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         data = st.model_dump(mode="json")
         data.setdefault("repo", repo)
-        data["documents"] = _documents(st, repo, st.branch or f"implflow/{workflow_id}")
+        from implflow.layout import branch_name
+
+        data["documents"] = _documents(st, repo, st.branch or branch_name(workflow_id))
         data["execution_state"] = execution
         _emit_json(data)
     else:

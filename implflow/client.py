@@ -45,7 +45,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -182,14 +182,23 @@ class ImplflowClient:
         inp = parse(ImplementationInput, task)
         check_executor(inp)
         wid = workflow_id or f"impl-{uuid.uuid4().hex[:12]}"
-        await self.client.start_workflow(
-            WORKFLOW_TYPE,
-            inp,
-            id=wid,
-            task_queue=self.task_queue,
-            static_summary=inp.title,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
+        try:
+            # One id, one task: an id already used (running or ended) is refused, never
+            # attached to or re-run (its branch and results belong to that run).
+            await self.client.start_workflow(
+                WORKFLOW_TYPE,
+                inp,
+                id=wid,
+                task_queue=self.task_queue,
+                static_summary=inp.title,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )
+        except WorkflowAlreadyStartedError:
+            raise InvalidInputError(
+                f"invalid input: workflow id {wid!r} is already used by another task "
+                "(running or ended); give another --id"
+            ) from None
         return wid
 
     async def workers(self) -> int:
@@ -405,7 +414,7 @@ class ImplflowClient:
         implflow's own bookkeeping (``.implflow/runs``, ``.implflow/logs``) is left out.
         The repository must be readable from here: a path on this machine or a git URL.
         """
-        from activities.workspace import branch_name, is_url
+        from implflow.layout import branch_name, is_url
 
         repo = (await self.task_input(workflow_id)).repo
         branch = branch_name(workflow_id)

@@ -54,7 +54,9 @@ class ImplflowPayloadConverter(PydanticPayloadConverter):
             # once (a workflow fails, a signal is dropped), never a workflow task retried.
             what = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
             raise ApplicationError(
-                f"invalid input: undecodable payload: {what}", type=INVALID_INPUT, non_retryable=True
+                f"invalid input: undecodable payload: {what}",
+                type=INVALID_INPUT,
+                non_retryable=True,
             ) from None
 
 

@@ -42,7 +42,7 @@ from implflow.cli import next_step
 from implflow.client import FINAL_STATES, ImplflowClient
 from implflow.connection import connect
 from implflow.errors import ImplflowError
-from implflow.layout import DESIGN_DOC
+from implflow.layout import DESIGN_DOC, branch_name
 from implflow.logs import configure_logging
 from implflow.models import (
     ApprovalPolicy,
@@ -236,13 +236,13 @@ async def _decide(
     phase = pending.phase
     console.print(
         f"\n[bold yellow]{phase} is waiting for you[/bold yellow] ({pending.kind}; "
-        f"commit {(pending.commit or '-')[:10]} on branch implflow/{wid})"
+        f"commit {(pending.commit or '-')[:10]} on branch {branch_name(wid)})"
     )
     if pending.evidence:
         console.print(pending.evidence, markup=False, highlight=False)
     if phase == "design":
         console.print(
-            f"read the design: git -C {repo} show implflow/{wid}:{DESIGN_DOC}",
+            f"read the design: git -C {repo} show {branch_name(wid)}:{DESIGN_DOC}",
             markup=False,
             highlight=False,
         )
@@ -456,7 +456,7 @@ def _summary(status: TaskStatus, state: str, repo: Path, console: Console) -> No
         console.print(
             f"decision: {d.phase} {d.decision} by {d.approver} (commit {(d.commit or '-')[:10]})"
         )
-    branch = f"implflow/{status.workflow_id}"
+    branch = status.branch or branch_name(status.workflow_id)
     log = subprocess.run(
         ["git", "log", "--oneline", "--reverse", f"main..{branch}"],
         cwd=repo,

@@ -345,6 +345,11 @@ class PrepareResult(_Record):
     executor: str
     repo_kind: Literal["path", "url"]
     base_commit: str | None = None
+    branch: str | None = None
+    """The task branch (``implflow/<key>``: see ``activities.workspace.branch_key``)."""
+    earlier_run_branch: str | None = None
+    """Where an earlier run's branch of this workflow id was moved (kept) before this run
+    started a fresh one: ``implflow/<key>@<run>``."""
 
 
 class PhaseInput(_Input):
@@ -364,6 +369,9 @@ class PhaseInput(_Input):
     cassette: str | None = None
     record: bool = False
     specialist: str | None = None
+    earlier_work: str = Field(default="", max_length=4000)
+    """Set by the worker on a retry, never by the workflow: what was restored of the
+    interrupted attempts (the agent's prompt includes it)."""
 
 
 class PhaseSummary(_Record):
@@ -389,6 +397,22 @@ class PhaseResult(_Record):
     tokens: int = 0
     turns: int = 0
     session_id: str | None = None
+    failed_attempts: list[str] = Field(default_factory=list)
+    """One line per failed attempt of the round, e.g. ``attempt 1: AgentApiError: ...``; their
+    spend is included in ``cost_usd``, ``tokens`` and ``turns``."""
+
+
+class AttemptFailure(_Record):
+    """A failed attempt of a phase round, kept with the round: its error and what it spent."""
+
+    attempt: int = 0
+    error: str = ""
+    """The error type and one line: ``AgentApiError: claude-code failed (API error 529)``."""
+    usage: AgentUsage | None = None
+
+    def line(self) -> str:
+        """``attempt 1: AgentApiError: ...`` (for status)."""
+        return f"attempt {self.attempt}: {self.error}"
 
 
 class RoundRecord(_Record):
@@ -413,12 +437,16 @@ class RoundRecord(_Record):
     usage: AgentUsage | None = None
     commit: str | None = Field(default=None, exclude=True)
     """The commit holding this record: known once pushed, so never stored in the file."""
+    failed_attempts: list[AttemptFailure] = Field(default_factory=list)
+    """The round's attempts that failed before ``attempt`` did the work (stored only when
+    there were any); their spend stays in the ledger."""
 
     def phase_result(
         self, inp: PhaseInput, *, attempt: int, branch: str, reused: bool = True
     ) -> PhaseResult:
         """What the activity returns for the round (``reused``: found on the branch)."""
         usage = self.usage or AgentUsage()
+        failed = [f.usage or AgentUsage() for f in self.failed_attempts]
         return PhaseResult(
             phase=inp.phase.name,
             round=inp.round,
@@ -430,10 +458,11 @@ class RoundRecord(_Record):
             reused=reused,
             duration_s=self.duration_s,
             artifacts=self.artifacts,
-            cost_usd=usage.cost_usd or 0.0,
-            tokens=usage.input_tokens + usage.output_tokens,
-            turns=usage.turns,
+            cost_usd=sum(u.cost_usd or 0.0 for u in [usage, *failed]),
+            tokens=sum(u.input_tokens + u.output_tokens for u in [usage, *failed]),
+            turns=sum(u.turns for u in [usage, *failed]),
             session_id=usage.session_id,
+            failed_attempts=[f.line() for f in self.failed_attempts],
         )
 
 
@@ -719,6 +748,8 @@ class PhaseStatus(_Record):
     tokens: int = 0
     artifacts: list[str] = Field(default_factory=list)
     """Files the phase reported writing (paths in the checkout), e.g. its review or design."""
+    failed_attempts: list[str] = Field(default_factory=list)
+    """The last round's failed attempts, one line each (``attempt 1: AgentApiError: ...``)."""
 
 
 class Ledger(_Record):

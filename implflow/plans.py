@@ -36,6 +36,7 @@ from pydantic import ConfigDict, Field, StringConstraints, field_validator, mode
 
 from implflow.converter import describe_validation_error
 from implflow.errors import InvalidInputError
+from implflow.layout import branch_name
 from implflow.models import (
     PHASE_NAME_PATTERN,
     Argv,
@@ -74,8 +75,8 @@ def child_id(plan_id: str, task_id: str, candidate: int = 1, candidates: int = 1
 
 
 def task_branch(workflow_id: str) -> str:
-    """The branch a task workflow works on (``activities.workspace.branch_name`` of a safe id)."""
-    return f"implflow/{workflow_id}"
+    """The branch a task workflow works on (``implflow.layout.branch_name``)."""
+    return branch_name(workflow_id)
 
 
 def integration_branch(plan_id: str) -> str:
@@ -831,7 +832,7 @@ def _yaml_mapping(text: str, name: str) -> dict[str, Any]:
 
 def _resolved_paths(data: dict[str, Any], here: Path) -> dict[str, Any]:
     """Relative ``repo`` and ``cassette`` paths, made absolute against the file's directory."""
-    from activities.workspace import is_url  # the one spelling of "is this a git URL"
+    from implflow.layout import is_url  # the one spelling of "is this a git URL"
 
     def local(value: Any) -> Any:
         if isinstance(value, str) and value and not is_url(value):
@@ -858,7 +859,7 @@ def check_specialists(plan: PlanInput, extra_dir: Path | None = None) -> None:
     Only for a repository on this machine; the worker checks every plan again before it starts.
     """
     from activities.specialists import list_specialists
-    from activities.workspace import is_url
+    from implflow.layout import is_url
 
     if is_url(plan.repo) or not Path(plan.repo).is_dir():
         return

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     env_build_timeout_s: float = Field(
         default=900.0, gt=0, le=7200, description="Bound on building one task environment."
     )
+    sandbox: Literal["auto", "bwrap", "off"] = Field(
+        default="auto",
+        description="Executor and gate programs run inside bubblewrap: 'bwrap' requires it, "
+        "'auto' uses it when it works here, 'off' never (activities/sandbox.py).",
+    )
 
     @field_validator("executor")
     @classmethod

@@ -61,6 +61,9 @@ def start_worker(address: str, data_dir: Path, log: Path) -> subprocess.Popen[by
         "IMPLFLOW_DATA_DIR": str(data_dir),
         "IMPLFLOW_LOG_FORMAT": "json",
         "IMPLFLOW_SHUTDOWN_GRACE_S": "2",
+        # The phase script keeps its ledger outside the checkout, which the sandbox forbids;
+        # tests/activities/test_sandbox.py covers kill -9 with the sandbox on.
+        "IMPLFLOW_SANDBOX": "off",
         "ANTHROPIC_API_KEY": CANARY,
         "IMPLFLOW_TEST_CANARY": CANARY,
     }

@@ -15,7 +15,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.phases import ImplActivities
 from implflow.models import PhaseInput, PhaseSpec
 from implflow.settings import Settings
-from tests.conftest import alive, branch_file, branch_log
+from tests.conftest import branch_file, branch_log, marked
 
 DUMP_CONTEXT = (
     "import json, os, sys; ctx = json.load(open(os.environ['IMPLFLOW_CONTEXT_FILE'])); "
@@ -92,11 +92,11 @@ async def test_missing_program_is_not_retried(
 async def test_timeout_kills_the_process_group(
     acts: ImplActivities, tmp_path: Path, repo: Path
 ) -> None:
-    pidfile = tmp_path / "child.pid"
+    marker = f"child-{tmp_path.name}"
     script = (  # a child that would outlive its parent unless the whole group is killed
         "import subprocess, sys, time; "
-        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}]); "
+        "time.sleep(60)"
     )
     with pytest.raises(ApplicationError) as info:
         await ActivityEnvironment().run(
@@ -104,27 +104,28 @@ async def test_timeout_kills_the_process_group(
         )
     assert info.value.type == "PhaseTimeout"
     await asyncio.sleep(0.2)
-    assert not alive(int(pidfile.read_text()))
+    assert marked(marker) == []
 
 
 async def test_cancellation_kills_the_process_group(
     acts: ImplActivities, tmp_path: Path, repo: Path
 ) -> None:
-    pidfile = tmp_path / "pid"
-    script = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    marker = f"phase-{tmp_path.name}"
+    script = "import time; time.sleep(60)"
     env = ActivityEnvironment()
     task = asyncio.create_task(
-        env.run(acts.run_phase, phase_input(repo, [sys.executable, "-c", script]))
+        env.run(acts.run_phase, phase_input(repo, [sys.executable, "-c", script, marker]))
     )
     for _ in range(100):
-        if pidfile.exists() and pidfile.read_text():
+        if marked(marker):
             break
         await asyncio.sleep(0.05)
+    assert marked(marker), "the phase command never started"
     env.cancel()
     with pytest.raises(BaseException):  # noqa: B017,PT011 - cancellation surfaces as CancelledError
         await task
     await asyncio.sleep(0.2)
-    assert not alive(int(pidfile.read_text()))
+    assert marked(marker) == []
 
 
 async def test_heartbeats_while_running(acts: ImplActivities, tmp_path: Path, repo: Path) -> None:
@@ -139,14 +140,15 @@ async def test_heartbeats_while_running(acts: ImplActivities, tmp_path: Path, re
 async def test_a_retried_round_already_committed_is_not_run_again(
     acts: ImplActivities, tmp_path: Path, repo: Path
 ) -> None:
-    counter = tmp_path / "invocations"
-    script = f"open({str(counter)!r}, 'a').write('x'); open('work.txt', 'w').write('done')"
+    # Each run appends to a file in the checkout (the sandbox lets it write nowhere else).
+    script = "open('invocations', 'a').write('x'); open('work.txt', 'w').write('done')"
     inp = phase_input(repo, [sys.executable, "-c", script])
     first = await ActivityEnvironment().run(acts.run_phase, inp)
     # A new worker (fresh workspace root) retries the same round: the branch remembers it.
     other = ImplActivities(Settings(data_dir=tmp_path / "other-worker"))
     again = await ActivityEnvironment().run(other.run_phase, inp)
-    assert counter.read_text() == "x"  # the executor ran once
+    checkout = other.settings.workspaces / "wf-1" / "checkout"
+    assert (checkout / "invocations").read_text() == "x"  # the executor ran once
     assert (again.reused, again.commit, again.summary) == (True, first.commit, first.summary)
     assert branch_log(repo, "wf-1") == ["implflow: implement (round 2)"]
 

@@ -29,7 +29,15 @@ from implflow.models import (
     TaskState,
     TaskStatus,
 )
-from tests.conftest import AGENT, WorkerFactory, alive, branch_file, branch_log, new_id
+from tests.conftest import (
+    AGENT,
+    WorkerFactory,
+    alive,
+    branch_file,
+    branch_log,
+    marked,
+    new_id,
+)
 
 ALL = list(PHASES)
 
@@ -305,24 +313,29 @@ async def test_pause_and_resume(
         assert (await h.result()).state == TaskState.COMPLETED
 
 
+async def _one_marked(marker: str) -> int:
+    for _ in range(100):
+        pids = marked(marker)
+        if pids:
+            return pids[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no process with {marker!r} started")
+
+
 async def test_cancel_stops_the_running_phase_and_its_processes(
     ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path, tmp_path: Path
 ) -> None:
-    pidfile = tmp_path / "pid"
-    script = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(300)"
+    # Found by a marker on its command line: a sandboxed command sees its own PID namespace.
+    marker = f"slow-{tmp_path.name}"
     slow = task(
         repo,
-        commands={"implement": ["python3", "-c", script]},
+        commands={"implement": ["python3", "-c", "import time; time.sleep(300)", marker]},
         phases=[{"name": "implement", "heartbeat_s": 2}],
     )
     async with run_worker() as (_, tq):
         h = await start(ts_env, tq, slow)
         await wait_for(h, TaskState.RUNNING, "implement")
-        for _ in range(100):
-            if pidfile.exists() and pidfile.read_text():
-                break
-            await asyncio.sleep(0.1)
-        pid = int(pidfile.read_text())
+        pid = await _one_marked(marker)
         await h.cancel()
         with pytest.raises(WorkflowFailureError) as info:
             await h.result()
@@ -337,19 +350,16 @@ async def test_cancel_shows_cancelling_and_stops_a_long_command_within_seconds(
     ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path, tmp_path: Path
 ) -> None:
     # The phase keeps the default 60 s heartbeat timeout: cancellation must not wait for it.
-    pidfile = tmp_path / "pid"
-    script = f"import os,time; open({str(pidfile)!r},'w').write(str(os.getpid())); time.sleep(60)"
+    marker = f"slow-{tmp_path.name}"
     slow = task(
-        repo, commands={"implement": ["python3", "-c", script]}, phases=[{"name": "implement"}]
+        repo,
+        commands={"implement": ["python3", "-c", "import time; time.sleep(60)", marker]},
+        phases=[{"name": "implement"}],
     )
     async with run_worker() as (_, tq):
         h = await start(ts_env, tq, slow)
         await wait_for(h, TaskState.RUNNING, "implement")
-        for _ in range(100):
-            if pidfile.exists() and pidfile.read_text():
-                break
-            await asyncio.sleep(0.1)
-        pid = int(pidfile.read_text())
+        pid = await _one_marked(marker)
         began = time.monotonic()
         await h.cancel()
         states = set()

@@ -170,6 +170,7 @@ class ImplementationWorkflow:
         )
         self._run.executor = prep.executor
         self._run.base_commit = prep.base_commit
+        self._run.branch = prep.branch or self._run.branch
         self._run.gates = self._run.with_gates_and_budgets and (
             task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
         )

@@ -34,12 +34,14 @@ people wait on it, a backlog of agent phases does not."""
 
 
 PREPARE = ActivityConfig(
-    start_to_close_timeout=timedelta(minutes=2),
+    start_to_close_timeout=timedelta(minutes=10),
+    heartbeat_timeout=timedelta(seconds=60),
     retry_policy=RetryPolicy(
         maximum_attempts=3, non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS)
     ),
 )
-"""Check the repo and the executor: quick, a few tries, bad config never retried."""
+"""Check the repo, the executor and the commands; clone the task branch (heartbeating): a
+few tries, bad config never retried."""
 
 PULL_REQUEST = ActivityConfig(
     start_to_close_timeout=timedelta(minutes=5), retry_policy=PREPARE["retry_policy"]

@@ -58,6 +58,7 @@ class Progress:
         p.outcome = result.summary
         p.commit = result.commit
         p.artifacts = sorted({*p.artifacts, *result.artifacts})[:20]
+        p.failed_attempts = result.failed_attempts[-5:]
         p.finished_at = now
         p.cost_usd = round(p.cost_usd + result.cost_usd, 6)
         p.tokens += result.tokens
@@ -125,6 +126,7 @@ class Progress:
             if pending and pending.phase == p.name:
                 text += " — **awaiting approval**"
             lines.append(text)
+            lines.extend(f"  - retried: {line[:200]}" for line in p.failed_attempts)
         if self.ledger.cost_usd or self.ledger.tokens:
             lines += ["", f"Spent: ${self.ledger.cost_usd:.2f}, {self.ledger.tokens} tokens"]
         if pending:

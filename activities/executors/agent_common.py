@@ -6,7 +6,8 @@ session the previous attempt left: the last heartbeat of that attempt (reaches
 any worker), else the session file this worker wrote as soon as the session was
 known. ``AgentExecutor`` is their common base: settings that fail to load and a
 missing CLI are ``EXECUTOR_UNAVAILABLE``, a retry resumes the earlier session (or
-starts afresh when this worker does not know it), and one run of the CLI goes
+starts afresh when this worker does not know it, or when the interrupted attempt's files
+could not all be restored: see ``activities/checkpoints.py``), and one run of the CLI goes
 through ``run_event_stream`` with the log files and limits both use.
 
 An agent executor is built once per worker (``from_settings``: its ``IMPLFLOW_<AGENT>_*``
@@ -68,9 +69,16 @@ def phase_prompt(pin: PhaseInput, workdir: Path | None = None) -> str:
     """The user prompt of a phase round: task, phase, artifacts, guidelines, feedback.
 
     Built by ``activities.prompts.build_prompt`` from the checkout in ``workdir``
-    (task text stays data: the prompt travels as one argv element after ``--``).
+    (task text stays data: the prompt travels as one argv element after ``--``). On a retry
+    that starts afresh it ends with what was restored of the interrupted attempt.
     """
-    return build_prompt(pin, workdir if workdir is not None else Path("/nonexistent"))
+    prompt = build_prompt(pin, workdir if workdir is not None else Path("/nonexistent"))
+    return f"{prompt}\n\n{pin.earlier_work}" if pin.earlier_work else prompt
+
+
+def resume_prompt(pin: PhaseInput) -> str:
+    """The prompt of a resumed session: continue, and what was restored of its files."""
+    return f"{RESUME_PROMPT} {pin.earlier_work}" if pin.earlier_work else RESUME_PROMPT
 
 
 def specialist_prompt(pin: PhaseInput, workdir: Path, specialists_dir: Path | None) -> str:
@@ -253,10 +261,21 @@ class AgentExecutor(Generic[SettingsT]):
     ) -> tuple[StateT, StreamResult]:
         """``run``, resuming on a retry the session an earlier attempt left.
 
-        When ``found`` says the agent did not know that session (another worker ran
-        the attempt), run again afresh.
+        Only when that attempt's files were all restored (``ctx.earlier.resumable``): a
+        session resumed on a tree that lost some of its writes would build on files that
+        are not there, so such a retry starts a fresh session. When ``found`` says the agent
+        did not know the session (another worker ran the attempt), run again afresh.
         """
-        resume = previous_session(self._session_file(ctx)) if ctx.attempt > 1 else None
+        resume = None
+        if ctx.attempt > 1:
+            resume = previous_session(self._session_file(ctx))
+            if resume and not ctx.earlier.resumable:
+                self.log.warning(
+                    f"earlier attempt's files not all restored; not resuming its "
+                    f"{self.session_noun}, starting afresh",
+                    session_id=resume,
+                )
+                resume = None
         state, result = await run(resume)
         if resume and not found(state):
             self.log.warning(

@@ -12,13 +12,25 @@ that belongs to one task or one attempt travels in ``ExecutionContext``, never o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, Self
 
 from implflow.models import AgentUsage, PhaseInput
 from implflow.settings import Settings
+
+
+@dataclass(frozen=True)
+class EarlierWork:
+    """What a retry knows of the attempts before it (see ``activities/checkpoints.py``)."""
+
+    resumable: bool = True
+    """The interrupted attempt's files are all in the checkout (its final checkpoint was
+    restored): its agent session may be resumed. False: start a fresh session."""
+    session_costs: Mapping[str, float] = field(default_factory=dict)
+    """Dollars already on the ledger, by agent session (a resumed session's totals include
+    them)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,11 @@ class ExecutionContext:
     log_dir: Path
     env_allowlist: tuple[str, ...]
     heartbeat: Callable[[dict[str, object]], None]
+    earlier: EarlierWork = field(default_factory=EarlierWork)
+    """On a retry: whether the earlier session may be resumed, and what it already cost."""
+    task_env: Mapping[str, str] = field(default_factory=dict)
+    """The task's own environment on ``PATH`` (``activities.environments.env_vars_for``): the
+    agent's commands run the target's packages from the same environment as the gates."""
 
 
 @dataclass

@@ -14,8 +14,13 @@ failure (retryable), and a "successful" run with ``permission_denials`` is a
 failure too (Claude Code reports success after silently refusing a write).
 
 On a retry the executor resumes the session the previous attempt recorded (in
-its heartbeat details, or the session file in ``ctx.log_dir``); if this worker
-does not know that session, it starts afresh.
+its heartbeat details, or the session file in ``ctx.log_dir``) when that attempt's files
+were all restored; if they were not, or this worker does not know that session, it starts
+afresh. In the sandbox its ``HOME`` is a per-task directory beside the context files, so
+the sessions it keeps there outlive a run.
+
+Tokens and dollars are Claude Code's own: the ``result`` event's ``usage`` (this run) and
+``total_cost_usd``, less what the ledger already holds for a resumed session.
 
 Settings (environment, prefix ``IMPLFLOW_CLAUDE_``): ``BIN``, ``PERMISSION_MODE``
 (default ``acceptEdits``; ``bypassPermissions`` as root also needs ``IS_SANDBOX``
@@ -38,16 +43,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_common import (
-    RESUME_PROMPT,
     AgentExecutor,
     as_int,
     dollars,
     phase_prompt,
     record_session,
+    resume_prompt,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.stream import Event, StreamResult
 from activities.process import scrubbed_env
+from activities.sandbox import current_scope
 from implflow.errors import (
     AGENT_API_ERROR,
     AGENT_FAILED,
@@ -100,16 +106,24 @@ class ClaudeCodeSettings(BaseSettings):
 
 @dataclass
 class _Session:
-    """What the event stream has told us so far."""
+    """What the event stream has told us so far.
+
+    Tokens are Claude Code's own totals from its ``result`` event (``usage``: this run's),
+    and until that arrives a running count of the messages streamed (whose usage is only
+    what the message started with). A resumed session's ``total_cost_usd`` includes its
+    earlier runs: ``prior_cost_usd`` (what the ledger already holds for it) is taken off,
+    so each attempt reports only its own spend.
+    """
 
     session_id: str | None = None
     saw_init: bool = False
     version: str | None = None
     message_ids: set[str] = field(default_factory=set)
-    input_tokens: int = 0
-    output_tokens: int = 0
+    streamed_input_tokens: int = 0
+    streamed_output_tokens: int = 0
     api_retries: int = 0
     result: Event | None = None
+    prior_cost_usd: float = 0.0
 
     def on_event(self, event: Event) -> None:
         kind, subtype = event.get("type"), event.get("subtype")
@@ -127,10 +141,24 @@ class _Session:
             if isinstance(message_id, str) and message_id not in self.message_ids:
                 self.message_ids.add(message_id)
                 usage = message.get("usage") or {}
-                self.input_tokens += as_int(usage.get("input_tokens"))
-                self.output_tokens += as_int(usage.get("output_tokens"))
+                self.streamed_input_tokens += as_int(usage.get("input_tokens"))
+                self.streamed_output_tokens += as_int(usage.get("output_tokens"))
         elif kind == "result":
             self.result = event
+
+    def _result_usage(self) -> Mapping[str, Any] | None:
+        usage = self.result.get("usage") if self.result is not None else None
+        return usage if isinstance(usage, Mapping) else None
+
+    @property
+    def input_tokens(self) -> int:
+        usage = self._result_usage()
+        return as_int(usage.get("input_tokens")) if usage else self.streamed_input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        usage = self._result_usage()
+        return as_int(usage.get("output_tokens")) if usage else self.streamed_output_tokens
 
     @property
     def turns(self) -> int:
@@ -140,10 +168,26 @@ class _Session:
 
     @property
     def cost_usd(self) -> float | None:
-        """Claude Code prices a run only in its ``result`` event."""
+        """This run's dollars: Claude Code prices a run only in its ``result`` event."""
         if self.result is None:
             return None
-        return float(self.result.get("total_cost_usd") or 0.0)
+        total = float(self.result.get("total_cost_usd") or 0.0)
+        if self.prior_cost_usd and self._includes_earlier_runs():
+            total = max(0.0, total - self.prior_cost_usd)
+        return total
+
+    def _includes_earlier_runs(self) -> bool:
+        """Whether the result's totals carry a resumed session's earlier runs: its per-model
+        totals (whole session) then exceed its ``usage`` (this run)."""
+        models = self.result.get("modelUsage") if self.result is not None else None
+        if not isinstance(models, Mapping):
+            return False
+        session = sum(
+            as_int(m.get("inputTokens")) + as_int(m.get("outputTokens"))
+            for m in models.values()
+            if isinstance(m, Mapping)
+        )
+        return session > self.input_tokens + self.output_tokens
 
     def progress(self) -> dict[str, object]:
         return {
@@ -211,7 +255,7 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
         if resume:
             argv += ["--resume", resume]
         # "--" ends the options: task text starting with "-" is still only the prompt.
-        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin, workdir)]
+        argv += ["--", resume_prompt(pin) if resume else phase_prompt(pin, workdir)]
         return argv
 
     def _fixed_system_prompt(self) -> str | None:
@@ -239,7 +283,8 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
     async def _run(
         self, ctx: ExecutionContext, binary: str, system_prompt: str, *, resume: str | None
     ) -> tuple[_Session, StreamResult]:
-        session = _Session()
+        prior = ctx.earlier.session_costs.get(resume, 0.0) if resume else 0.0
+        session = _Session(prior_cost_usd=prior)
         session_file = self._session_file(ctx)
 
         def on_event(event: Event) -> None:
@@ -259,7 +304,7 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
                 workdir=ctx.workdir,
                 system_prompt=system_prompt,
             ),
-            env=_agent_env(ctx.env_allowlist),
+            env={**_agent_env(ctx.env_allowlist, _sandboxed_home(ctx)), **ctx.task_env},
             resume=resume,
             on_event=on_event,
             is_final=_is_result,
@@ -267,10 +312,27 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
         return session, result
 
 
-def _agent_env(allowlist: tuple[str, ...]) -> dict[str, str]:
+def _agent_env(allowlist: tuple[str, ...], home: Path | None = None) -> dict[str, str]:
     extra = {name: os.environ[name] for name in PASSED_BY_NAME if os.environ.get(name)}
     extra["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] = "1"
+    if home is not None:
+        extra["HOME"] = str(home)
     return scrubbed_env(allowlist, extra)
+
+
+def _sandboxed_home(ctx: ExecutionContext) -> Path | None:
+    """Claude Code's home inside the sandbox: per task, beside the context files.
+
+    The sandbox hides the worker's home under an empty tmpfs that ends with each run, and
+    with it the sessions Claude Code keeps there: no retry could resume one. Outside the
+    sandbox the worker's ``HOME`` (if allowlisted) stays.
+    """
+    scope = current_scope()
+    if scope is None or not scope.confines:
+        return None
+    home = ctx.context_file.parent / "claude-home"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
 
 
 def _failed(session: _Session, subtype: str) -> bool:
@@ -300,10 +362,15 @@ def _judge(
             non_retryable=True,
         )
     if res.get("is_error"):
-        message = str(res.get("result") or errors or subtype)[:300]
-        api = res.get("api_error_status") is not None or res.get("terminal_reason") == "api_error"
+        message = " ".join(str(res.get("result") or errors or subtype).split())[:300]
+        status = res.get("api_error_status")
+        reason = str(res.get("terminal_reason") or "")
+        api = status is not None or reason == "api_error"
+        # Claude Code reports an API failure as subtype "success" with is_error set.
+        label = f"API error {status}" if status is not None else "API error" if api else ""
+        label = label or (subtype if subtype not in ("", "success") else reason or "error")
         raise ApplicationError(
-            f"{where} failed ({subtype}): {message} ({session.facts()})",
+            f"{where} failed ({label}): {message} ({session.facts()})",
             session.details(),
             type=AGENT_API_ERROR if api else AGENT_FAILED,
         )

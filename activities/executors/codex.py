@@ -18,6 +18,14 @@ needing more is refused, never asked about), analytics, plugins and unbounded
 connection retries off. ``--strict-config`` makes Codex refuse any key it does
 not know, so a version change cannot silently drop a sandbox setting.
 
+Inside implflow's own sandbox (``activities/sandbox.py``, bwrap) Codex runs with
+``sandbox_mode = "danger-full-access"`` instead: ours is the boundary (the checkout and
+the task's scratch space the only writable trees), and Codex's bubblewrap cannot nest in
+ours. The cost: the commands Codex runs share the agent's network, which ours leaves on
+for the model API. Codex gets ``TMPDIR`` beside its home (``codex-home-tmp``): it refuses
+to create its helper binaries (``codex-linux-sandbox``) under the temporary directory,
+and a ``CODEX_HOME`` under ``/tmp`` would otherwise leave its own sandbox unable to start.
+
 Events (Codex 0.169, ``CODEX_VERSION``): ``thread.started`` (``thread_id``, the
 session), ``turn.started``, ``item.started`` / ``item.completed``
 (``command_execution``, ``agent_message``, ``file_change``, ``error``, ...), then
@@ -61,17 +69,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
 from activities.executors.agent_common import (
-    RESUME_PROMPT,
     AgentExecutor,
     EnvVarName,
     as_int,
     dollars,
     phase_prompt,
     record_session,
+    resume_prompt,
 )
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.stream import Event, StreamResult
 from activities.process import scrubbed_env
+from activities.sandbox import allow as sandbox_allow
+from activities.sandbox import current_scope
 from activities.workspace import safe_name
 from implflow.errors import (
     AGENT_API_ERROR,
@@ -388,13 +398,14 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
         if resume:
             argv.append(resume)
         # "--" ends the options: task text starting with "-" is still only the prompt.
-        argv += ["--", RESUME_PROMPT if resume else phase_prompt(pin, workdir)]
+        argv += ["--", resume_prompt(pin) if resume else phase_prompt(pin, workdir)]
         return argv
 
-    def config_toml(self, system_prompt: str | None = None) -> str:
+    def config_toml(self, system_prompt: str | None = None, *, own_sandbox: bool = True) -> str:
         """The whole ``config.toml`` of the isolated ``CODEX_HOME`` (no secret in it).
 
         ``system_prompt`` is this run's specialist text (default: the fixed one, if any).
+        ``own_sandbox=False``: implflow's sandbox confines Codex, so Codex's own is off.
         """
         s = self.settings
         if system_prompt is None:
@@ -405,16 +416,19 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
             f"model = {toml_string(s.model)}",
             f"model_provider = {toml_string(PROVIDER_ID)}",
             'approval_policy = "never"',
-            'sandbox_mode = "workspace-write"',
+            f'sandbox_mode = "{"workspace-write" if own_sandbox else "danger-full-access"}"',
         ]
         if system_prompt:
             lines.append(f"developer_instructions = {toml_string(system_prompt)}")
+        if own_sandbox:
+            lines += [
+                "",
+                "[sandbox_workspace_write]",
+                "network_access = false",
+                "exclude_slash_tmp = true",
+                "exclude_tmpdir_env_var = true",
+            ]
         lines += [
-            "",
-            "[sandbox_workspace_write]",
-            "network_access = false",
-            "exclude_slash_tmp = true",
-            "exclude_tmpdir_env_var = true",
             "",
             f"[model_providers.{PROVIDER_ID}]",
             'name = "implflow"',
@@ -453,7 +467,13 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
                 non_retryable=True,
             )
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config.toml").write_text(self.config_toml(system_prompt), encoding="utf-8")
+        _tmpdir(home).mkdir(exist_ok=True)
+        scope = current_scope()
+        confined = scope is not None and scope.confines
+        sandbox_allow(write=[home, _tmpdir(home)])  # HOME_ROOT may lie outside the scope
+        (home / "config.toml").write_text(
+            self.config_toml(system_prompt, own_sandbox=not confined), encoding="utf-8"
+        )
         return home
 
     async def execute(self, ctx: ExecutionContext) -> ExecutionOutcome:
@@ -512,7 +532,7 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
                 binary,
                 run,
                 argv=self.argv(binary, pin, resume=resume, workdir=ctx.workdir),
-                env=self._env(ctx.env_allowlist, home),
+                env={**self._env(ctx.env_allowlist, home), **ctx.task_env},
                 resume=resume,
                 on_event=on_event,
                 is_final=_is_final,
@@ -530,10 +550,15 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
     def _env(self, allowlist: tuple[str, ...], home: Path) -> dict[str, str]:
         """Allowlisted variables, CODEX_HOME, and the API key under its own name."""
         key_name = self.settings.api_key_env
-        extra = {"CODEX_HOME": str(home)}
+        extra = {"CODEX_HOME": str(home), "TMPDIR": str(_tmpdir(home))}
         if os.environ.get(key_name):
             extra[key_name] = os.environ[key_name]
         return scrubbed_env(allowlist, extra)
+
+
+def _tmpdir(home: Path) -> Path:
+    """Codex's ``TMPDIR``: beside its home, so the home is never under the temp dir."""
+    return home.with_name(f"{home.name}-tmp")
 
 
 def _judge(run: _Run, result: StreamResult, pin: PhaseInput) -> ExecutionOutcome:

@@ -282,7 +282,7 @@ class _Toolbox:
             result = await run_process(
                 argv,
                 cwd=self.workdir,
-                env=scrubbed_env(self.ctx.env_allowlist, {}),
+                env=scrubbed_env(self.ctx.env_allowlist, self.ctx.task_env),
                 log_path=log_path,
                 timeout_s=timeout,
                 heartbeat=beat,

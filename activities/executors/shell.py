@@ -51,6 +51,7 @@ class ShellExecutor(WithoutSettings):
                 "IMPLFLOW_PHASE": pin.phase.name,
                 "IMPLFLOW_ROUND": str(pin.round),
                 "IMPLFLOW_ATTEMPT": str(ctx.attempt),
+                **ctx.task_env,
             },
         )
         log_path = ctx.log_dir / f"{pin.phase.name}-r{pin.round}-a{ctx.attempt}.log"

@@ -3,8 +3,9 @@
 Coding-agent CLIs (``claude -p --output-format stream-json``, ``codex exec --json``)
 print one JSON event per line on stdout and end with a final event. This runner
 keeps the discipline of ``process.py`` (argv list, scrubbed environment given by
-the caller, stdin from /dev/null, own process group killed on cancel or timeout)
-and adds what a long-running agent needs:
+the caller, stdin from /dev/null, own process group killed on cancel or timeout,
+started through ``start_process`` and so inside the activity's sandbox scope) and
+adds what a long-running agent needs:
 
 - every stdout line goes verbatim to an event log file, and each JSON object is
   handed to a callback as it arrives;
@@ -31,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
-from activities.process import kill_group, log_tail, stop_group
+from activities.process import forget_process, kill_group, log_tail, start_process, stop_group
 from implflow.errors import ImplflowError
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -159,14 +160,12 @@ async def run_event_stream(
     stderr_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log_path.open("ab") as log, stderr_path.open("ab") as err:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=str(cwd),
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
+        proc = await start_process(
+            argv,
+            cwd=cwd,
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
-            start_new_session=True,  # own process group: killpg reaches every child
             limit=MAX_LINE_BYTES,
         )
         stdout = cast(asyncio.StreamReader, proc.stdout)  # stdout=PIPE: always set
@@ -214,6 +213,7 @@ async def run_event_stream(
         finally:
             # The leader may be gone while a child lingers in the group: never leave strays.
             kill_group(proc, signal.SIGKILL)
+            forget_process(proc)
             for task in (reader, waiter):
                 task.cancel()
             await asyncio.wait({reader, waiter})

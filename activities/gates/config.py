@@ -43,13 +43,20 @@ def load_gate_config(workdir: Path) -> GateConfig:
     preset = preset_for(kind, workdir)
     phases = dict(preset.phases)
     service = preset.service
+    service_source = preset.service_source
     source = f"preset:{kind}" if kind != "none" else "none"
     if file is not None:
         source = GATES_FILE if kind == "none" else f"{GATES_FILE} over preset:{kind}"
         phases.update({name: list(spec.checks) for name, spec in file.phases.items()})
         if file.service is not None:
             service = file.service.merged_over(service)
-    return GateConfig(source=source, kind=kind, service=service, phases=phases)
+            if "command" in file.service.model_fields_set and file.service.command:
+                service_source = GATES_FILE
+    if service is None or service.command is None:
+        service_source = ""
+    return GateConfig(
+        source=source, kind=kind, service=service, service_source=service_source, phases=phases
+    )
 
 
 def parse_gate_file(text: str, source: str = GATES_FILE) -> GateFile:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from activities.gates.failures import ModuleOwner
 from activities.gates.loadprobe import Heartbeat
-from activities.gates.schema import CheckConfig, GateConfig
+from activities.gates.schema import CheckConfig, GateConfig, ServiceConfig
 from implflow.models import Thresholds
 
 __all__ = ["Evidence", "GateContext", "Heartbeat", "ToolRun"]
@@ -33,11 +34,26 @@ class GateContext:
     baseline: Mapping[str, Any] | None
     config: GateConfig
     beat: Heartbeat
+    python: str = sys.executable
+    """``{python}``: the task environment's interpreter (the worker's when none is needed)."""
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    """Added to every tool's and the service's environment: the task environment on PATH."""
+    environment_error: str | None = None
+    """Why the task environment could not be built: every check needing it fails with this."""
+    owner: ModuleOwner = field(
+        default_factory=lambda: ModuleOwner(frozenset(), frozenset(), from_metadata=False)
+    )
+    """Tells the repository's own modules from third-party ones (``failures``)."""
+    service: ServiceConfig | None = None
+    """How the load probe starts the service: the repository's ``[service]`` command, else
+    the approved one (``GateInput.service_command``), else the detected one."""
+    service_source: str = ""
 
     def expand(self, text: str, report: Path | None = None) -> str:
         """Replace the placeholders this gate knows; ``{port}`` is left to the probe."""
         values = {
-            "{python}": sys.executable,
+            "{python}": self.python,
+            "{worker_python}": sys.executable,
             "{workdir}": str(self.workdir),
             "{report_dir}": str(self.report_dir),
             "{tmp}": str(self.tmp),

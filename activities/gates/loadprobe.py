@@ -9,6 +9,11 @@ and CPU. Whatever happens â€” success, error, timeout or asyncio cancellation â€
 service's group gets SIGTERM, then SIGKILL, and every process of the tree the sampler
 saw is killed too.
 
+With ``windows`` > 1 the measured time is split into windows and the figures are their
+medians, with the spread (max - min) beside them; with ``calibrate`` a trivial endpoint
+(``calibration.py``) runs beside the service and gets a short window of the same load
+before each service window, so the probe also says what this machine reaches right now.
+
 Why wrk: on this project's 2-core machine it sustains about 10x the 1000 req/s target
 against a trivial endpoint (``bench/loadtool_ceiling.py``, numbers in ``bench/README.md``),
 so the figures describe the service, not the load generator.
@@ -23,26 +28,32 @@ import os
 import shutil
 import signal
 import socket
+import statistics
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from activities.gates.loadprobe_models import (
     PORT_PLACEHOLDER,
     PROBE_HOST,
+    CalibrationFigures,
     FigureCheck,
     LatencyMs,
     LoadProbeResult,
     LoadProbeSpec,
     LoadThresholds,
+    WindowFigures,
     check_load_thresholds,
 )
-from activities.process import _tail, run_process, scrubbed_env
+from activities.process import _tail, run_process, scrubbed_env, start_process
+from activities.sandbox import in_scope_network
 from implflow.errors import (
     LOAD_PROBE_FAILED,
     LOAD_TOOL_UNAVAILABLE,
@@ -52,6 +63,7 @@ from implflow.errors import (
 from implflow.settings import DEFAULT_ENV_ALLOWLIST
 
 __all__ = [
+    "CALIBRATION_SCRIPT",
     "LOAD_PROBE_FAILED",
     "LOAD_TOOL",
     "LOAD_TOOL_UNAVAILABLE",
@@ -65,6 +77,7 @@ __all__ = [
     "LoadToolUnavailableError",
     "ServiceNotHealthyError",
     "check_load_thresholds",
+    "combine",
     "run_load_probe",
 ]
 
@@ -74,10 +87,15 @@ LOAD_TOOL = "wrk"
 LOAD_TOOL_INSTALL = "apt-get install -y wrk"
 
 _MARKER = "IMPLFLOW_WRK_RESULT "
+_ERROR_KINDS = ("status", "connect", "read", "write", "timeout")
+CALIBRATION_SCRIPT = Path(__file__).with_name("calibration.py")
+"""The trivial endpoint a calibrating probe runs beside the service."""
 _HEALTH_POLL_S = 0.1
 _TOOL_SLACK_S = 30.0
 """How much longer than its ``-d`` the load tool may take before it counts as hung."""
 _MIB = 1024 * 1024
+_PEAK_MIN_INTERVAL_S = 0.25
+"""The shortest sampling interval the peak CPU figure is taken over."""
 _KILL_WAIT_S = 5.0
 """How long the probe waits for SIGKILLed processes to disappear."""
 
@@ -142,6 +160,8 @@ async def _probe(
     version = await _tool_version(tool)
     script = work / "probe.lua"
     script.write_text(_wrk_script(spec.paths), encoding="utf-8")
+    calibration_script = work / "calibration.lua"
+    calibration_script.write_text(_wrk_script(["/"]), encoding="utf-8")
     service_log = work / "service.log"
     argv = [arg.replace(PORT_PLACEHOLDER, str(port)) for arg in spec.command]
     env = scrubbed_env(
@@ -150,34 +170,105 @@ async def _probe(
     )
     beat({"stage": "starting", "port": port})
     with service_log.open("ab") as log:
-        try:
-            service = await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=str(cwd),
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # own group: killpg reaches every child
-            )
-        except OSError as err:  # missing program, not executable, bad cwd
-            raise ServiceNotHealthyError(
-                f"service command {argv[0]!r} did not start: {err}"
-            ) from err
+        service = await _start(argv, cwd, env, log, "service command")
         tree = _ServiceTree(service.pid)
+        calibration: _Calibration | None = None
         try:
-            await _wait_healthy(service, port, spec, service_log, beat)
+            await _wait_healthy(service, port, spec.health_path, spec, service_log, beat)
             tree.refresh()
+            if spec.calibrate:
+                calibration = await _Calibration.start(spec, tool, work, beat)
             if spec.warmup_s:
                 beat({"stage": "warmup", "seconds": spec.warmup_s})
                 await _run_wrk(
                     tool, spec, spec.warmup_s, port, script, work / "wrk-warmup.log", beat
                 )
-            summary = await _measure(tool, spec, port, script, work, tree, beat)
+            windows: list[dict[str, float]] = []
+            calibration_windows: list[dict[str, float]] = []
+            for index in range(spec.window_count):
+                if calibration is not None:
+                    calibration_windows.append(
+                        await calibration.window(tool, calibration_script, index, beat)
+                    )
+                name = "wrk.log" if spec.window_count == 1 else f"wrk-{index + 1}.log"
+                windows.append(
+                    await _measure(tool, spec, port, script, work / name, tree, beat, index)
+                )
         finally:
+            if calibration is not None:
+                await calibration.stop()
             await _stop_tree(service, tree, spec.stop_grace_s)
     beat({"stage": "done", "port": port})
-    return _result(spec, version, port, summary, tree)
+    return _result(spec, version, port, windows, calibration_windows, tree)
+
+
+async def _start(
+    argv: list[str], cwd: Path, env: dict[str, str], log: Any, what: str
+) -> asyncio.subprocess.Process:
+    try:
+        # In the gate's sandbox (own group: killpg reaches every child), beside the load tool.
+        return await start_process(
+            argv, cwd=cwd, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        )
+    except OSError as err:  # missing program, not executable, bad cwd
+        raise ServiceNotHealthyError(f"{what} {argv[0]!r} did not start: {err}") from err
+
+
+class _Calibration:
+    """The trivial endpoint (``calibration.py``), run beside the service for the whole probe."""
+
+    def __init__(
+        self, spec: LoadProbeSpec, port: int, proc: asyncio.subprocess.Process, log: Path
+    ) -> None:
+        self.spec = spec
+        self.port = port
+        self.proc = proc
+        self.tree = _ServiceTree(proc.pid)
+        self.log = log
+
+    @classmethod
+    async def start(
+        cls, spec: LoadProbeSpec, tool: str, work: Path, beat: Heartbeat
+    ) -> _Calibration:
+        port = _free_port()
+        log = work / "calibration.log"
+        with log.open("ab") as out:
+            proc = await _start(
+                [sys.executable, str(CALIBRATION_SCRIPT), str(port)],
+                work,
+                scrubbed_env(DEFAULT_ENV_ALLOWLIST, {}),
+                out,
+                "calibration endpoint",
+            )
+        calibration = cls(spec, port, proc, log)
+        try:
+            await _wait_healthy(proc, port, "/", spec, log, beat)
+            if spec.warmup_s:
+                await _run_wrk(
+                    tool,
+                    spec,
+                    1,
+                    port,
+                    work / "calibration.lua",
+                    work / "wrk-calibration-warmup.log",
+                    beat,
+                )
+        except BaseException:
+            await calibration.stop()
+            raise
+        return calibration
+
+    async def window(
+        self, tool: str, script: Path, index: int, beat: Heartbeat
+    ) -> dict[str, float]:
+        beat({"stage": "calibration", "window": index + 1})
+        log = self.log.parent / f"wrk-calibration-{index + 1}.log"
+        return await _run_wrk(
+            tool, self.spec, self.spec.calibration_window_s, self.port, script, log, beat
+        )
+
+    async def stop(self) -> None:
+        await _stop_tree(self.proc, self.tree, 1.0)
 
 
 async def _measure(
@@ -185,44 +276,34 @@ async def _measure(
     spec: LoadProbeSpec,
     port: int,
     script: Path,
-    work: Path,
+    log: Path,
     tree: _ServiceTree,
     beat: Heartbeat,
+    index: int,
 ) -> dict[str, float]:
-    """The measured run, with the tree sampled alongside it."""
-    beat({"stage": "load", "seconds": spec.duration_s})
-    tree.sample()  # baseline for the CPU deltas
+    """One measured window, with the tree sampled alongside it."""
+    beat({"stage": "load", "seconds": spec.window_s, "window": index + 1})
+    tree.sample(count=False)  # the window's start: CPU deltas count from here
     sampler = asyncio.create_task(_sample_forever(tree, spec.sample_interval_s))
     try:
-        summary = await _run_wrk(tool, spec, spec.duration_s, port, script, work / "wrk.log", beat)
+        summary = await _run_wrk(tool, spec, spec.window_s, port, script, log, beat)
     finally:
         sampler.cancel()
         # wait() rather than await: a cancellation of *this* task must not be swallowed.
         await asyncio.wait({sampler})
-    tree.sample()  # the end of the window, so even a 1 s run has a CPU figure
+    tree.sample()  # the end of the window, so even a 1 s window has a CPU figure
     return summary
 
 
-def _result(
-    spec: LoadProbeSpec, version: str, port: int, s: dict[str, float], tree: _ServiceTree
-) -> LoadProbeResult:
-    breakdown = {k: int(s[k]) for k in ("status", "connect", "read", "write", "timeout")}
-    # wrk counts a response slower than --timeout both as a request and as a timeout, and
-    # never completes a request that hit a socket error: the denominator is every attempt.
-    attempts = int(s["requests"]) + breakdown["connect"] + breakdown["read"] + breakdown["write"]
-    errors = min(sum(breakdown.values()), attempts)
+def _window(s: dict[str, float]) -> WindowFigures:
+    attempts = int(s["requests"]) + int(s["connect"]) + int(s["read"]) + int(s["write"])
+    errors = sum(int(s[k]) for k in _ERROR_KINDS)
     duration_s = s["duration_us"] / 1e6
-    return LoadProbeResult(
-        tool=LOAD_TOOL,
-        tool_version=version,
-        port=port,
-        paths=list(spec.paths),
-        connections=spec.connections,
+    return WindowFigures(
         duration_s=round(duration_s, 3),
         requests=int(s["requests"]),
-        errors=errors,
-        error_breakdown=breakdown,
-        error_rate=round(errors / attempts, 6) if attempts else 1.0,
+        attempts=attempts,
+        errors=min(errors, attempts),
         requests_per_s=round(s["requests"] / duration_s, 1) if duration_s > 0 else 0.0,
         latency_ms=LatencyMs(
             p50=s["p50"] / 1000,
@@ -232,12 +313,110 @@ def _result(
             mean=round(s["mean"] / 1000, 3),
             max=s["max"] / 1000,
         ),
+    )
+
+
+def _calibration(windows: list[WindowFigures]) -> CalibrationFigures | None:
+    if not windows:
+        return None
+    rps = [w.requests_per_s for w in windows]
+    p95 = [w.latency_ms.p95 for w in windows]
+    return CalibrationFigures(
+        requests_per_s=round(statistics.median(rps), 1),
+        p95_ms=round(statistics.median(p95), 3),
+        requests_per_s_spread=round(max(rps) - min(rps), 1),
+        p95_ms_spread=round(max(p95) - min(p95), 3),
+        windows=windows,
+    )
+
+
+def _result(
+    spec: LoadProbeSpec,
+    version: str,
+    port: int,
+    summaries: list[dict[str, float]],
+    calibration: list[dict[str, float]],
+    tree: _ServiceTree,
+) -> LoadProbeResult:
+    # wrk counts a response slower than --timeout both as a request and as a timeout, and
+    # never completes a request that hit a socket error: the denominator is every attempt.
+    breakdown = {k: sum(int(s[k]) for s in summaries) for k in _ERROR_KINDS}
+    windows = [_window(s) for s in summaries]
+    return _aggregate(
+        windows,
+        breakdown,
+        tool_version=version,
+        port=port,
+        paths=list(spec.paths),
+        connections=spec.connections,
         peak_rss_mib=round(tree.peak_rss / _MIB, 1),
         peak_cpu_percent=round(tree.peak_cpu_percent, 1),
         mean_cpu_percent=round(tree.mean_cpu_percent, 1),
         cpu_count=tree.cpu_count,
         samples=tree.samples,
         service_pids=sorted(tree.pids),
+        calibration=_calibration([_window(s) for s in calibration]),
+    )
+
+
+def _aggregate(
+    windows: list[WindowFigures], breakdown: dict[str, int], **rest: Any
+) -> LoadProbeResult:
+    """The probe's figures from its windows: medians and spreads, totals of the counts."""
+    attempts = sum(w.attempts for w in windows)
+    errors = min(sum(breakdown.values()), attempts)
+    rps = [w.requests_per_s for w in windows]
+    p95 = [w.latency_ms.p95 for w in windows]
+
+    def median(values: list[float]) -> float:
+        return round(statistics.median(values), 3) if values else 0.0
+
+    latency = LatencyMs(
+        p50=median([w.latency_ms.p50 for w in windows]),
+        p90=median([w.latency_ms.p90 for w in windows]),
+        p95=median(p95),
+        p99=median([w.latency_ms.p99 for w in windows]),
+        mean=median([w.latency_ms.mean for w in windows]),
+        max=max((w.latency_ms.max for w in windows), default=0.0),
+    )
+    return LoadProbeResult(
+        tool=LOAD_TOOL,
+        duration_s=round(sum(w.duration_s for w in windows), 3),
+        requests=sum(w.requests for w in windows),
+        errors=errors,
+        error_breakdown=breakdown,
+        error_rate=round(errors / attempts, 6) if attempts else 1.0,
+        requests_per_s=round(statistics.median(rps), 1) if rps else 0.0,
+        latency_ms=latency,
+        windows=windows,
+        p95_ms_spread=round(max(p95) - min(p95), 3) if p95 else 0.0,
+        requests_per_s_spread=round(max(rps) - min(rps), 1) if rps else 0.0,
+        **rest,
+    )
+
+
+def combine(results: list[LoadProbeResult]) -> LoadProbeResult:
+    """Several probes of one service as one: every window counts (a re-measurement)."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    windows = [w for r in results for w in r.windows]
+    breakdown = {k: sum(r.error_breakdown.get(k, 0) for r in results) for k in _ERROR_KINDS}
+    calibration = [w for r in results if r.calibration for w in r.calibration.windows]
+    return _aggregate(
+        windows,
+        breakdown,
+        tool_version=first.tool_version,
+        port=first.port,
+        paths=first.paths,
+        connections=first.connections,
+        peak_rss_mib=max(r.peak_rss_mib for r in results),
+        peak_cpu_percent=max(r.peak_cpu_percent for r in results),
+        mean_cpu_percent=round(statistics.mean(r.mean_cpu_percent for r in results), 1),
+        cpu_count=first.cpu_count,
+        samples=sum(r.samples for r in results),
+        service_pids=sorted({pid for r in results for pid in r.service_pids}),
+        calibration=_calibration(calibration),
     )
 
 
@@ -247,12 +426,13 @@ def _result(
 async def _wait_healthy(
     service: asyncio.subprocess.Process,
     port: int,
+    health_path: str,
     spec: LoadProbeSpec,
     service_log: Path,
     beat: Heartbeat,
 ) -> None:
     """Poll the health URL until it answers 2xx/3xx; fail early if the service exits."""
-    url = f"http://{PROBE_HOST}:{port}{spec.health_path}"
+    url = f"http://{PROBE_HOST}:{port}{health_path}"
     started = time.monotonic()
     deadline = started + spec.health_timeout_s
     last = "no answer yet"
@@ -269,7 +449,8 @@ async def _wait_healthy(
                 f"service did not answer 2xx/3xx at {url} within {spec.health_timeout_s:g}s "
                 f"(last: {last}); log tail: {_tail(service_log)!r}"
             )
-        healthy, last = await asyncio.to_thread(_get, url, min(1.0, remaining))
+        # From inside the sandbox's network namespace: its 127.0.0.1 is the service's.
+        healthy, last = await in_scope_network(_get, url, min(1.0, remaining))
         if healthy:
             return
         if time.monotonic() >= next_beat:
@@ -309,6 +490,7 @@ class _ServiceTree:
         self._first_t: float | None = None
         self._last_t = 0.0
         self._cpu_used = 0.0
+        self._idle_s = 0.0
         with contextlib.suppress(psutil.Error):
             self._add(psutil.Process(pid))
 
@@ -318,9 +500,10 @@ class _ServiceTree:
 
     @property
     def mean_cpu_percent(self) -> float:
-        if self._first_t is None or self._last_t <= self._first_t:
+        measured = self._last_t - (self._first_t or 0.0) - self._idle_s
+        if self._first_t is None or measured <= 0:
             return 0.0
-        return 100.0 * self._cpu_used / (self._last_t - self._first_t) / self.cpu_count
+        return 100.0 * self._cpu_used / measured / self.cpu_count
 
     def _add(self, proc: psutil.Process) -> tuple[int, float]:
         key = (proc.pid, proc.create_time())  # create_time tells a reused pid apart
@@ -337,8 +520,12 @@ class _ServiceTree:
                             self._add(child)
         return [(key, proc) for key, proc in self.procs.items() if _alive(proc)]
 
-    def sample(self) -> None:
-        """One RSS sum and one CPU-time delta over the live tree."""
+    def sample(self, count: bool = True) -> None:
+        """One RSS sum and one CPU-time delta over the live tree.
+
+        ``count=False`` starts a measured window: the CPU used since the last sample (while
+        the probe measured something else) is not counted, nor the time it took.
+        """
         now = time.monotonic()
         rss = 0
         used = 0.0
@@ -357,10 +544,15 @@ class _ServiceTree:
         self.peak_rss = max(self.peak_rss, rss)
         if self._first_t is None:
             self._first_t = now
+        elif not count:
+            self._idle_s += now - self._last_t
         elif now > self._last_t:
-            self.peak_cpu_percent = max(
-                self.peak_cpu_percent, 100.0 * used / (now - self._last_t) / self.cpu_count
-            )
+            # CPU times tick in 10 ms steps: an interval much shorter than a sampling period
+            # (the end of a window, just after the sampler's last beat) would read 200 %.
+            if now - self._last_t >= _PEAK_MIN_INTERVAL_S:
+                self.peak_cpu_percent = max(
+                    self.peak_cpu_percent, 100.0 * used / (now - self._last_t) / self.cpu_count
+                )
             self._cpu_used += used
         self._cpu = cpu
         self._last_t = now

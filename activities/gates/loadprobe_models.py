@@ -61,6 +61,24 @@ class LoadProbeSpec(BaseModel):
     """Between SIGTERM and SIGKILL of the service's process tree."""
     sample_interval_s: float = Field(default=0.5, ge=0.1, le=5)
     """How often the service tree's RSS and CPU are sampled; CPU % is per interval."""
+    windows: int = Field(default=1, ge=1, le=20)
+    """The measured load is split into this many windows of ``duration_s / windows`` seconds
+    (at least 1 s each, so at most ``duration_s`` windows): the figures are their medians,
+    and the spread (max - min) says how much they vary on this machine right now."""
+    calibrate: bool = False
+    """Also drive a trivial endpoint (``calibration.py``) in the same probe, one short window
+    before each service window: what this machine reaches at all, right now."""
+    calibration_window_s: int = Field(default=1, ge=1, le=30)
+
+    @property
+    def window_count(self) -> int:
+        """Windows actually measured: at most one per second of ``duration_s``."""
+        return min(self.windows, self.duration_s)
+
+    @property
+    def window_s(self) -> int:
+        """Seconds per measured window."""
+        return max(1, round(self.duration_s / self.window_count))
 
     @field_validator("command")
     @classmethod
@@ -112,8 +130,39 @@ class LatencyMs(BaseModel):
     max: float = Field(ge=0)
 
 
+class WindowFigures(BaseModel):
+    """One measured window: what the load tool saw in it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    duration_s: float = Field(ge=0)
+    requests: int = Field(ge=0)
+    attempts: int = Field(ge=0)
+    """Requests plus connect, read and write errors (the error rate's denominator)."""
+    errors: int = Field(ge=0)
+    requests_per_s: float = Field(ge=0)
+    latency_ms: LatencyMs
+
+
+class CalibrationFigures(BaseModel):
+    """The trivial endpoint's figures over the same probe: this machine's ceiling, right now."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    requests_per_s: float = Field(ge=0)
+    """Median over the calibration windows."""
+    p95_ms: float = Field(ge=0)
+    requests_per_s_spread: float = Field(ge=0)
+    p95_ms_spread: float = Field(ge=0)
+    windows: list[WindowFigures] = Field(default_factory=list)
+
+
 class LoadProbeResult(BaseModel):
-    """What one probe measured. Small: fits in workflow history as it is."""
+    """What one probe measured. Small: fits in workflow history as it is.
+
+    With several windows, ``requests_per_s`` and the latency percentiles are the windows'
+    medians, ``*_spread`` their range (max - min); ``requests`` and the errors are totals.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -142,6 +191,11 @@ class LoadProbeResult(BaseModel):
     samples: int = Field(ge=0)
     service_pids: list[int]
     """Every process of the service tree the probe saw (all stopped afterwards)."""
+    windows: list[WindowFigures] = Field(default_factory=list)
+    p95_ms_spread: float = Field(default=0.0, ge=0)
+    requests_per_s_spread: float = Field(default=0.0, ge=0)
+    calibration: CalibrationFigures | None = None
+    """The trivial endpoint's figures, when the probe calibrated."""
 
 
 class LoadThresholds(BaseModel):

@@ -28,12 +28,14 @@ import defusedxml.ElementTree as SafeET
 import yaml
 
 from activities.gates.report_models import (
+    LEVELS,
     MAX_ITEM_CHARS,
     MAX_LISTED,
     SEVERITIES,
     ContractReport,
     CoverageReport,
     FindingsReport,
+    Level,
     Severity,
     TestReport,
 )
@@ -293,11 +295,11 @@ def _count_lines(path: Path | str, root: ET.Element) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- SARIF
 
-_LEVEL_SEVERITY: Mapping[str, Severity] = {
-    "error": "high",
-    "warning": "medium",
-    "note": "low",
-    "none": "low",
+_LEVELS: Mapping[str, Level] = {
+    "error": "error",
+    "warning": "warning",
+    "note": "note",
+    "none": "note",
 }
 _NAMED_SEVERITY: Mapping[str, Severity] = {
     "critical": "high",
@@ -308,17 +310,28 @@ _NAMED_SEVERITY: Mapping[str, Severity] = {
     "info": "low",
     "undefined": "low",
 }
-_RANK: Mapping[Severity, int] = {"high": 0, "medium": 1, "low": 2}
+# Most severe first: a security rating outranks a lint level of the same weight.
+_RANK: Mapping[str, int] = {
+    "high": 0,
+    "error": 1,
+    "medium": 2,
+    "warning": 3,
+    "low": 4,
+    "note": 5,
+}
 
 
 def parse_sarif(path: Path | str) -> FindingsReport:
-    """Parse a SARIF 2.1.0 log and count its findings as high / medium / low.
+    """Parse a SARIF 2.1.0 log and count its findings as the tools rated them.
 
-    A finding's severity is, first found wins: a numeric ``security-severity`` property
-    on the result or its rule (CVSS-like: ≥ 7 high, ≥ 4 medium, else low); bandit's
-    ``issue_severity``; the result's ``level``, else its rule's default level, else
-    ``warning`` (SARIF's default), mapped error → high, warning → medium, note → low.
-    Suppressed results and results whose ``kind`` is not ``fail`` are not findings.
+    Each finding has a SARIF level: the result's ``level``, else its rule's default level,
+    else ``warning`` (SARIF's default); ``none`` counts as ``note``. A finding also has a
+    security severity when the tool gives one, first found wins: a numeric
+    ``security-severity`` property on the result or its rule (CVSS-like: ≥ 7 high, ≥ 4
+    medium, else low), then bandit's ``issue_severity``. A level is never turned into a
+    security severity: ruff writes every lint result at level ``error``, and an unused
+    import is not a high-severity finding. Suppressed results and results whose ``kind`` is
+    not ``fail`` are not findings.
     """
     data = _read(path)
     try:
@@ -334,9 +347,11 @@ def parse_sarif(path: Path | str) -> FindingsReport:
     if not isinstance(runs, list):
         raise ReportError(path, "not a SARIF log: 'runs' is missing or not a list")
 
-    counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    severities: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    levels: dict[str, int] = dict.fromkeys(LEVELS, 0)
     findings: list[tuple[int, str]] = []
     tools: list[str] = []
+    total = 0
     for index, run in enumerate(runs):
         if not isinstance(run, dict):
             raise ReportError(path, f"runs[{index}] is not an object")
@@ -355,16 +370,23 @@ def parse_sarif(path: Path | str) -> FindingsReport:
             if result.get("kind", "fail") != "fail" or _suppressed(result):
                 continue
             rule = _rule_of(result, rules, rules_by_id)
-            severity = _severity(result, rule)
-            counts[severity] += 1
-            findings.append((_RANK[severity], _finding_line(severity, result, rule)))
+            total += 1
+            level = _level(result, rule)
+            levels[level] += 1
+            severity = _security_severity(result, rule)
+            if severity is not None:
+                severities[severity] += 1
+            rating = severity or level
+            findings.append((min(_RANK[rating], _RANK[level]), _finding_line(rating, result, rule)))
 
     findings.sort(key=lambda item: item[0])  # stable: keeps the tool's order within a rank
     return FindingsReport(
         tool=", ".join(tools) or "unknown",
-        total=sum(counts.values()),
-        by_severity=counts,
-        high=counts["high"],
+        total=total,
+        by_severity=severities,
+        high=severities["high"],
+        by_level=levels,
+        errors=levels["error"],
         top=_capped(line for _, line in findings),
     )
 
@@ -395,7 +417,8 @@ def _rule_of(
     return rules_by_id.get(rule_id, {}) if isinstance(rule_id, str) else {}
 
 
-def _severity(result: dict[str, Any], rule: dict[str, Any]) -> Severity:
+def _security_severity(result: dict[str, Any], rule: dict[str, Any]) -> Severity | None:
+    """The tool's security rating of a finding; ``None`` for a finding without one (lint)."""
     for props in (_obj(result.get("properties")), _obj(rule.get("properties"))):
         score = _security_score(props.get("security-severity"))
         if score is not None:
@@ -403,12 +426,17 @@ def _severity(result: dict[str, Any], rule: dict[str, Any]) -> Severity:
     named = _obj(result.get("properties")).get("issue_severity")  # bandit
     if isinstance(named, str) and named.lower() in _NAMED_SEVERITY:
         return _NAMED_SEVERITY[named.lower()]
+    return None
+
+
+def _level(result: dict[str, Any], rule: dict[str, Any]) -> Level:
+    """The result's SARIF level as the tool wrote it (or its rule's default, else warning)."""
     level = result.get("level")
     if not isinstance(level, str):
         level = _obj(rule.get("defaultConfiguration")).get("level")
     if not isinstance(level, str):
         level = "warning"
-    return _LEVEL_SEVERITY.get(level, "medium")
+    return _LEVELS.get(level, "warning")
 
 
 def _security_score(value: Any) -> float | None:
@@ -422,8 +450,9 @@ def _security_score(value: Any) -> float | None:
     return score if math.isfinite(score) else None
 
 
-def _finding_line(severity: Severity, result: dict[str, Any], rule: dict[str, Any]) -> str:
-    """``high B602 app.py:5 subprocess call with shell=True identified, security issue.``"""
+def _finding_line(rating: str, result: dict[str, Any], rule: dict[str, Any]) -> str:
+    """``high B602 app.py:5 subprocess call with shell=True identified, security issue.`` or,
+    for a lint finding, ``error F401 app.py:1 `os` imported but unused``."""
     rule_id = result.get("ruleId") or rule.get("id") or "?"
     message = _obj(result.get("message")).get("text")
     if not isinstance(message, str) or not message.strip():
@@ -437,7 +466,7 @@ def _finding_line(severity: Severity, result: dict[str, Any], rule: dict[str, An
             where = uri.removeprefix("file://")
             if isinstance(line, int):
                 where += f":{line}"
-    return " ".join(part for part in (severity, str(rule_id), where, str(message)) if part)
+    return " ".join(part for part in (rating, str(rule_id), where, str(message)) if part)
 
 
 # --------------------------------------------------------------------------- OpenAPI

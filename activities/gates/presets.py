@@ -1,15 +1,21 @@
 """Gate presets: the default checks of each phase for a Python or a Node project.
 
-Python tools run as ``<worker's python> -m <tool>``, so the worker's own environment
-provides them (ruff, mypy, bandit[sarif], pytest, coverage); the target's code is run
-from its checkout (the repository root, and ``src/`` for a src layout, on ``sys.path``).
-Node tools run from the project's own ``node_modules/.bin`` (``npm ci`` first).
+Python: what imports the target's code runs with ``{python}``, the task environment's
+interpreter (``activities/environments.py``: the target's dependencies, plus pytest and
+coverage): compile, import, the tests under coverage, the service. What only reads the
+code runs with ``{worker_python}``, implflow's own environment: ruff, bandit, and mypy,
+which gets ``--python-executable {python}`` so it resolves the target's imports from the
+task environment. The target's code runs from its checkout (the repository root, and
+``src/`` for a src layout, on ``sys.path``). Node tools run from the project's own
+``node_modules/.bin`` (``npm ci`` first). The service command is detected from the files
+(``services.py``).
 
 Which phase checks what:
 
 ======== ================================================================================
 review   ``.implflow/review.md`` exists and has no unanswered ``[blocking]`` open question
-design   ``.implflow/design.md`` exists; the OpenAPI contract (``openapi.yaml``) is valid
+design   ``.implflow/design.md`` exists; the OpenAPI contract (``openapi.yaml``) is valid; a
+         service command is found or proposed (``.implflow/service.toml``)
 implement the code compiles and imports (python) / builds (node); the tests pass
 validate lint (no findings), types (no errors), security scan (no high findings)
 optimize load probe: no regression against the baseline passed in (p95, req/s within 30 %)
@@ -26,27 +32,26 @@ under it) holds ``Answer:`` followed by text.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from activities.environments import read_recipe
 from activities.gates.schema import CheckConfig, CheckLimits, ServiceConfig
-from implflow.layout import DESIGN_DOC, REVIEW_DOC
+from activities.gates.services import (
+    DetectedService,
+    detect_node_service,
+    detect_python_service,
+    python_packages,
+)
+from implflow.layout import API_CONTRACT, API_CONTRACT_CANDIDATES, DESIGN_DOC, REVIEW_DOC
 from implflow.models import ProjectKind
 
-__all__ = ["OPENAPI_CANDIDATES", "Preset", "detect_kind", "preset_for"]
+__all__ = ["OPENAPI_CANDIDATES", "Preset", "detect_kind", "preset_for", "python_packages"]
 
-OPENAPI_CANDIDATES = (
-    "openapi.yaml",
-    "openapi.yml",
-    "openapi.json",
-    "docs/openapi.yaml",
-    "api/openapi.yaml",
-)
-"""Where the design gate looks for the contract; the first that exists is checked."""
+OPENAPI_CANDIDATES = API_CONTRACT_CANDIDATES
+"""Where the design gate looks for the contract (``implflow/layout.py``): the first present."""
 
 README_NAMES = ["README.md", "README.rst", "README.txt", "README"]
-_NOT_PACKAGES = {"tests", "test", "docs", "doc", "examples", "scripts", "build", "dist"}
 _SKIP_DIRS = r"(^|/)(\.git|\.venv|venv|node_modules|\.implflow|build|dist)(/|$)"
 
 
@@ -56,6 +61,8 @@ class Preset:
 
     phases: dict[str, list[CheckConfig]] = field(default_factory=dict)
     service: ServiceConfig | None = None
+    service_source: str = ""
+    """What the service command was detected from (``detected: FastAPI app app.main:app``)."""
 
 
 def detect_kind(workdir: Path) -> ProjectKind:
@@ -80,12 +87,14 @@ def preset_for(kind: ProjectKind, workdir: Path) -> Preset:
 
 
 def _review_and_design(workdir: Path) -> dict[str, list[CheckConfig]]:
-    contract = next((c for c in OPENAPI_CANDIDATES if (workdir / c).is_file()), "openapi.yaml")
+    contract = next((c for c in OPENAPI_CANDIDATES if (workdir / c).is_file()), API_CONTRACT)
     return {
         "review": [CheckConfig(name="review", format="review", report=REVIEW_DOC)],
         "design": [
             CheckConfig(name="design-doc", format="exists", report=DESIGN_DOC),
             CheckConfig(name="contract", format="openapi", report=contract),
+            # Found in the code or proposed by the agent; shown to the person who approves.
+            CheckConfig(name="service", format="service"),
         ],
     }
 
@@ -107,27 +116,10 @@ def _probes() -> dict[str, CheckConfig]:
 # --------------------------------------------------------------------------- python
 
 
-def python_packages(workdir: Path) -> tuple[list[str], bool]:
-    """Top-level import packages (root or ``src/``) and whether it is a src layout."""
-    for base, src in ((workdir / "src", True), (workdir, False)):
-        if not base.is_dir():
-            continue
-        found = sorted(
-            d.name
-            for d in base.iterdir()
-            if d.is_dir()
-            and d.name.isidentifier()
-            and d.name not in _NOT_PACKAGES
-            and (d / "__init__.py").is_file()
-        )
-        if found:
-            return found, src
-    return [], False
-
-
 def python_preset(workdir: Path) -> Preset:
     """ruff (SARIF), mypy (JUnit), bandit (SARIF), pytest (JUnit) + coverage (Cobertura)."""
-    py = sys.executable
+    py = "{python}"  # the task environment: the target's packages import
+    tool = "{worker_python}"  # implflow's environment: tools that only read the code
     packages, src_layout = python_packages(workdir)
     targets = [f"src/{p}" if src_layout else p for p in packages] or ["."]
     env = {"PYTHONPATH": "src"} if src_layout else {}
@@ -171,7 +163,7 @@ def python_preset(workdir: Path) -> Preset:
         name="ruff",
         format="sarif",
         argv=[
-            py,
+            tool,
             "-m",
             "ruff",
             "check",
@@ -189,7 +181,15 @@ def python_preset(workdir: Path) -> Preset:
     mypy = CheckConfig(
         name="mypy",
         format="junit",
-        argv=[py, "-m", "mypy", "--junit-xml={report}", "--cache-dir={cache_dir}/mypy", *targets],
+        argv=[
+            tool,
+            "-m",
+            "mypy",
+            "--python-executable={python}",
+            "--junit-xml={report}",
+            "--cache-dir={cache_dir}/mypy",
+            *targets,
+        ],
         report="{report_dir}/mypy.xml",
         env=env,
         requires=["mypy"],
@@ -200,7 +200,7 @@ def python_preset(workdir: Path) -> Preset:
         name="bandit",
         format="sarif",
         argv=[
-            py,
+            tool,
             "-m",
             "bandit",
             "-q",
@@ -251,21 +251,15 @@ def python_preset(workdir: Path) -> Preset:
         ],
         "verify": [probes["verify"], bandit],
     }
-    return Preset(phases=phases, service=_python_service(workdir, packages, env))
+    recipe = read_recipe(workdir)
+    return _with_service(phases, detect_python_service(workdir, recipe.declared))
 
 
-def _python_service(
-    workdir: Path, packages: list[str], env: dict[str, str]
-) -> ServiceConfig | None:
-    """``python -m <pkg> --port {port}`` (and ``PORT={port}``) when a package has ``__main__``."""
-    root = workdir / "src" if env else workdir
-    runnable = [p for p in packages if (root / p / "__main__.py").is_file()]
-    if len(runnable) != 1:
-        return None  # nothing (or too much) to guess from: [service] command is needed
-    return ServiceConfig(
-        command=[sys.executable, "-m", runnable[0], "--port", "{port}"],
-        env={"PORT": "{port}", **env},
-    )
+def _with_service(phases: dict[str, list[CheckConfig]], found: DetectedService | None) -> Preset:
+    if found is None:
+        return Preset(phases=phases)  # nothing to guess from: design proposes a command
+    service = ServiceConfig(command=found.command, env=found.env, health_path=found.health_path)
+    return Preset(phases=phases, service=service, service_source=f"detected: {found.source}")
 
 
 # --------------------------------------------------------------------------- node
@@ -307,7 +301,8 @@ def node_preset(workdir: Path) -> Preset:
         report="{report_dir}/eslint.sarif",
         timeout_s=300,
         install="npm install --save-dev eslint @microsoft/eslint-formatter-sarif",
-        thresholds=CheckLimits(max_high=0),
+        # eslint rates its own findings: severity 2 is SARIF level "error", which fails.
+        thresholds=CheckLimits(max_errors=0),
     )
     tsc = CheckConfig(
         name="tsc",
@@ -376,6 +371,7 @@ def node_preset(workdir: Path) -> Preset:
                 ],
                 timeout_s=600,
                 install="install Node.js and npm on the worker",
+                setup=True,  # an install that fails is the environment's, not the agent's
             )
         )
     build = [CheckConfig(name="build", format="exit-code", argv=["npm", "run", "build"])]
@@ -392,7 +388,4 @@ def node_preset(workdir: Path) -> Preset:
         "document": [_readme(workdir)],
         "verify": [*built, probes["verify"], eslint],
     }
-    service = None
-    if "start" in scripts:
-        service = ServiceConfig(command=["npm", "start"], env={"PORT": "{port}"})
-    return Preset(phases=phases, service=service)
+    return _with_service(phases, detect_node_service(workdir))

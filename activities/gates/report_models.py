@@ -18,6 +18,8 @@ MAX_ITEM_CHARS = 300
 
 Severity = Literal["high", "medium", "low"]
 SEVERITIES: tuple[Severity, ...] = ("high", "medium", "low")
+Level = Literal["error", "warning", "note"]
+LEVELS: tuple[Level, ...] = ("error", "warning", "note")
 
 
 class _Report(BaseModel):
@@ -56,15 +58,27 @@ class CoverageReport(_Report):
 
 
 class FindingsReport(_Report):
-    """Lint, type or security findings from SARIF, counted by severity."""
+    """Lint, type or security findings from SARIF, each counted as its tool rated it.
+
+    Two scales, never mixed: a *security* severity (high / medium / low) where the tool gives
+    one (a ``security-severity`` score, bandit's ``issue_severity``), and the SARIF *level*
+    (error / warning / note) every result has. A ruff or eslint finding has only a level: an
+    unused import at level ``error`` is a lint error, not a high-severity security finding.
+    """
 
     tool: str
     total: int = Field(ge=0)
     by_severity: dict[str, int]
-    """Counts for ``high``, ``medium`` and ``low`` (all three keys always present)."""
+    """Security-rated findings per severity, ``high``, ``medium`` and ``low`` (all three keys
+    always present); findings without a security rating are not counted here."""
     high: int = Field(ge=0)
+    by_level: dict[str, int] = Field(default_factory=dict)
+    """Every finding per SARIF level, ``error``, ``warning`` and ``note`` (``none`` counts as
+    ``note``), as the tool wrote it (or its rule's default, else ``warning``)."""
+    errors: int = Field(default=0, ge=0)
+    """Findings at level ``error``."""
     top: list[str] = Field(default_factory=list, max_length=MAX_LISTED)
-    """``severity rule file:line message``, most severe first, capped."""
+    """``<severity or level> rule file:line message``, most severe first, capped."""
 
 
 class ContractReport(_Report):

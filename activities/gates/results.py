@@ -7,7 +7,7 @@ summary is one line and details go only with a failure. The model itself bounds 
 from __future__ import annotations
 
 from activities.gates.schema import CheckConfig
-from implflow.models import GateCheck, GateFigure
+from implflow.models import FailureClass, GateCheck, GateFigure
 
 __all__ = ["failed", "judged", "last_line", "one_line", "skipped"]
 
@@ -20,8 +20,13 @@ def judged(
     threshold: str,
     report: str | None,
     details: list[str] | None = None,
+    failure_class: FailureClass = "agent",
 ) -> GateCheck:
-    """The check's figures held to ``threshold``; ``details`` are kept only on failure."""
+    """The check's figures held to ``threshold``; ``details`` are kept only on failure.
+
+    A figure that misses its rule is the agent's to fix unless the judge knows better
+    (``failure_class``: e.g. a target this machine cannot reach is ``environment``).
+    """
     return GateCheck(
         name=check.name,
         passed=passed,
@@ -30,6 +35,7 @@ def judged(
         summary=one_line(summary),
         details=[one_line(d) for d in details or []] if not passed else [],
         report=report,
+        failure_class=None if passed else failure_class,
     )
 
 
@@ -40,8 +46,15 @@ def failed(
     figures: dict[str, GateFigure] | None = None,
     report: str | None = None,
     log: str | None = None,
+    failure_class: FailureClass = "agent",
 ) -> GateCheck:
-    """The check could not be judged (missing tool, timeout, no report): what to do."""
+    """The check could not be judged (missing tool, timeout, no report): what to do.
+
+    ``failure_class`` says who can fix it: ``environment`` for what no agent can (a missing
+    tool, an install that failed, no service command); ``agent`` otherwise (a tool that hangs
+    on the agent's code, a report it never wrote), which the runner may still reclassify
+    from the tool's log (``failures.classify``).
+    """
     return GateCheck(
         name=check.name,
         passed=False,
@@ -49,6 +62,7 @@ def failed(
         summary=one_line(summary),
         details=[f"log: {log}"] if log else [],
         report=report,
+        failure_class=failure_class,
     )
 
 

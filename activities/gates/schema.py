@@ -16,6 +16,8 @@ Schema (every key optional; unknown keys are refused)::
     warmup_s = 2
     connections = 32
     health_timeout_s = 30
+    windows = 5                      # the load is measured in this many windows (medians, spread)
+    calibrate = true                 # also measure a trivial endpoint: the machine's own figures
 
     [[phases.test.checks]]           # a list of checks per phase, run in order
     name = "pytest"                  # letters, digits, . _ -: also the log file's name
@@ -29,12 +31,16 @@ Schema (every key optional; unknown keys are refused)::
     against = "thresholds"           # loadprobe: "thresholds" (targets), "baseline", or "measure"
     install = "pip install pytest"   # shown when the tool is missing
     requires = ["pytest"]            # Python modules the worker's interpreter must have
+    setup = false                    # true: an install step; its failure is `environment`
     thresholds = { max_failures = 0 }   # per-check overrides, see CheckLimits
 
-Placeholders in ``argv``, ``env``, ``report`` and ``paths``: ``{python}`` (the worker's
-interpreter), ``{workdir}``, ``{report_dir}``, ``{report}`` (the check's report path),
-``{tmp}`` (a scratch directory removed after the gate), ``{cache_dir}`` (a tool cache
-outside the repository, kept between gates), and in ``[service]`` ``{port}``.
+Placeholders in ``argv``, ``env``, ``report`` and ``paths``: ``{python}`` (the task
+environment's interpreter: the target's dependencies are installed there; the worker's own
+when the target declares none), ``{worker_python}`` (the worker's interpreter: implflow's
+tools, never the target's packages), ``{workdir}``, ``{report_dir}``, ``{report}`` (the
+check's report path), ``{tmp}`` (a scratch directory removed after the gate),
+``{cache_dir}`` (a tool cache outside the repository, kept between gates), and in
+``[service]`` ``{port}``.
 
 Thresholds: a run's explicitly set ``Thresholds`` win over a check's ``thresholds``, which
 win over the defaults (the backend specialist's card).
@@ -58,6 +64,7 @@ __all__ = [
     "GateFile",
     "PhaseChecks",
     "ServiceConfig",
+    "ServiceProposal",
 ]
 
 CheckFormat = Literal[
@@ -71,6 +78,7 @@ CheckFormat = Literal[
     "review",  # a review markdown file with no unanswered [blocking] open question
     "docstrings",  # docstring coverage of the Python files under paths >= docstring_min_pct
     "changed",  # at least one of paths changed against base_ref
+    "service",  # design: a service command was found or proposed (.implflow/service.toml)
 ]
 FORMATS: tuple[str, ...] = CheckFormat.__args__  # type: ignore[attr-defined]
 
@@ -98,6 +106,9 @@ class CheckLimits(_Strict):
     """SARIF: most high-severity findings allowed (default 0 when max_findings is unset)."""
     max_findings: int | None = Field(default=None, ge=0)
     """SARIF: most findings of any severity allowed (default: no limit)."""
+    max_errors: int | None = Field(default=None, ge=0)
+    """SARIF: most findings the tool itself rates ``error`` (a lint error, not a security
+    rating) allowed (default: no limit)."""
     max_failures: int | None = Field(default=None, ge=0)
     """JUnit: most failed or errored tests allowed (default 0)."""
     min_tests: int | None = Field(default=None, ge=0)
@@ -123,6 +134,8 @@ class CheckConfig(_Strict):
     install: str | None = Field(default=None, max_length=300)
     requires: list[str] = Field(default_factory=list, max_length=16)
     thresholds: CheckLimits = Field(default_factory=CheckLimits)
+    setup: bool = False
+    """A setup step (e.g. ``npm ci``): when it fails, the environment failed, not the agent."""
 
     @field_validator("name")
     @classmethod
@@ -177,6 +190,13 @@ class ServiceConfig(_Strict):
     warmup_s: int = Field(default=2, ge=0, le=30)
     connections: int = Field(default=32, ge=1, le=1024)
     health_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    windows: int = Field(default=5, ge=1, le=20)
+    """The measured load is split into this many windows: medians and their spread are judged,
+    so one noisy second does not fail a gate."""
+    calibrate: bool = True
+    """Measure a trivial endpoint in the same gate, window for window: how fast this machine is
+    right now (a baseline from a calmer moment is scaled by it; a target that even the trivial
+    endpoint misses is an ``environment`` failure)."""
 
     def merged_over(self, base: ServiceConfig | None) -> ServiceConfig:
         """This section's explicitly set keys over ``base`` (a preset's guess)."""
@@ -212,8 +232,40 @@ class GateConfig(BaseModel):
     """``.implflow/gates.toml``, ``preset:python``, ``preset:node`` or ``none``."""
     kind: ProjectKind
     service: ServiceConfig | None = None
+    service_source: str = ""
+    """Where ``service.command`` came from: ``.implflow/gates.toml`` or what the preset
+    detected (e.g. ``detected: FastAPI app app.main:app``); empty without a command."""
     phases: dict[str, list[CheckConfig]] = Field(default_factory=dict)
 
     def checks_for(self, phase: str) -> list[CheckConfig]:
         """The phase's checks; an unknown phase has none (its gate passes empty)."""
         return list(self.phases.get(phase, []))
+
+
+class ServiceProposal(_Strict):
+    """``.implflow/service.toml``: the design phase's proposed service command.
+
+    Written by the agent only when the gate finds no service itself; the design gate shows it
+    to the person approving the design, and once approved every later gate uses it.
+    """
+
+    command: list[str] = Field(min_length=1, max_length=64)
+    """argv (never a shell string) with ``{port}``; ``{python}`` is the task's interpreter."""
+    health_path: str = Field(default="/", max_length=200)
+    paths: list[str] | None = Field(default=None, min_length=1, max_length=32)
+
+    @field_validator("command")
+    @classmethod
+    def _argv_with_port(cls, value: list[str]) -> list[str]:
+        if not value[0].strip():
+            raise ValueError("command[0] must name a program")
+        if not any("{port}" in part for part in value):
+            raise ValueError("command must contain {port}: the gate picks the port")
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in " \"'\\"):
+            raise ValueError(f"{value!r} is not a URL path (start with '/')")
+        return value

@@ -30,7 +30,7 @@ async def run_tool(
     argv = [ctx.expand(arg, report) for arg in argv_template]
     missing = missing_tool(check, argv, ctx.workdir)
     if missing is not None:
-        return failed(check, missing)
+        return failed(check, missing, failure_class="environment")
     if not Path(argv[0]).is_absolute() and "/" in argv[0]:
         argv[0] = str(ctx.workdir / argv[0])  # node_modules/.bin/eslint and the like
     env = scrubbed_env(
@@ -38,6 +38,7 @@ async def run_tool(
         {
             # Bytecode goes to the scratch dir, not into the checkout that gets committed.
             "PYTHONPYCACHEPREFIX": str(ctx.tmp / "pycache"),
+            **ctx.env_vars,  # the task environment first on PATH
             **{key: ctx.expand(value, report) for key, value in check.env.items()},
         },
     )
@@ -55,9 +56,15 @@ async def run_tool(
         )
     except FileNotFoundError as err:
         hint = f" (install: {check.install})" if check.install else ""
-        return failed(check, f"missing tool: {argv[0]!r} cannot be run: {err.strerror}{hint}")
+        return failed(
+            check,
+            f"missing tool: {argv[0]!r} cannot be run: {err.strerror}{hint}",
+            failure_class="environment",
+        )
     except PermissionError as err:
-        return failed(check, f"{argv[0]!r} cannot be run: {err.strerror}")
+        return failed(
+            check, f"{argv[0]!r} cannot be run: {err.strerror}", failure_class="environment"
+        )
     except TimeoutError:
         return failed(
             check,

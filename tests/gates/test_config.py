@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def test_python_preset_detected_without_a_config_file(todo_repo: Path) -> None:
     names = {phase: [c.name for c in config.checks_for(phase)] for phase in config.phases}
     assert names == {
         "review": ["review"],
-        "design": ["design-doc", "contract"],
+        "design": ["design-doc", "contract", "service"],
         "implement": ["compile", "import", "tests", "load"],
         "validate": ["ruff", "mypy", "bandit"],
         "optimize": ["load"],
@@ -42,13 +41,20 @@ def test_python_preset_detected_without_a_config_file(todo_repo: Path) -> None:
         "document": ["readme", "docstrings"],
         "verify": ["load", "bandit"],
     }
-    # Tools run from the worker's own interpreter.
-    ruff = config.checks_for("validate")[0]
+    # Tools that only read the code run from the worker's own interpreter; what imports the
+    # target's code (tests, mypy's view of its packages, the service) from the task's.
+    ruff, mypy, _ = config.checks_for("validate")
     assert ruff.argv is not None
-    assert ruff.argv[:3] == [sys.executable, "-m", "ruff"]
-    # The service command is guessed from todo_service/__main__.py.
+    assert ruff.argv[:3] == ["{worker_python}", "-m", "ruff"]
+    assert mypy.argv is not None
+    assert mypy.argv[:4] == ["{worker_python}", "-m", "mypy", "--python-executable={python}"]
+    tests = config.checks_for("test")[0]
+    assert tests.argv is not None
+    assert tests.argv[:3] == ["{python}", "-m", "coverage"]
+    # The service command is found in todo_service/__main__.py.
     assert config.service is not None
-    assert config.service.command == [sys.executable, "-m", "todo_service", "--port", "{port}"]
+    assert config.service.command == ["{python}", "-m", "todo_service", "--port", "{port}"]
+    assert config.service_source == "detected: package todo_service with __main__.py"
     assert config.checks_for("no-such-phase") == []
 
 

@@ -118,8 +118,10 @@ async def test_node_preset_reports_a_lint_error_and_low_coverage(repo: Path) -> 
     deps, eslint, tsc = validated.checks
     assert deps.passed
     assert not eslint.passed and tsc.passed  # an unused variable is lint, not a type error
-    assert eslint.figures["high"] == 1
-    assert "@typescript-eslint/no-unused-vars" in eslint.summary
+    # eslint's own rating: an error-level lint finding, not a high-severity security one.
+    assert (eslint.figures["error"], eslint.figures["high"]) == (1, 0)
+    assert "1 findings at level error" in eslint.summary
+    assert "error @typescript-eslint/no-unused-vars" in eslint.summary
     assert f"src/app.ts:{line}" in validated.failure_summary
     assert "'planted' is assigned a value but never used" in validated.failure_summary
 

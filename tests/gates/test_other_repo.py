@@ -59,6 +59,9 @@ FILES = {
             parser = argparse.ArgumentParser()
             parser.add_argument("--port", type=int, default=8000)
             port = parser.parse_args().port
+            # The default listen backlog (5) drops connections when a load test opens
+            # dozens at once; a real service sizes it for its clients.
+            ThreadingHTTPServer.request_queue_size = 128
             ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 

@@ -310,9 +310,12 @@ def test_sarif_from_real_ruff(ruff_sarif: Path) -> None:
 
     assert report.tool == "ruff"
     assert report.total == 5
-    # ruff writes every result at level "error"
-    assert report.by_severity == {"high": 5, "medium": 0, "low": 0}
-    assert report.high == 5
+    # ruff writes every result at level "error": a lint error, not a security rating
+    assert report.by_level == {"error": 5, "warning": 0, "note": 0}
+    assert report.errors == 5
+    assert report.by_severity == {"high": 0, "medium": 0, "low": 0}
+    assert report.high == 0
+    assert all(line.startswith("error ") for line in report.top)
     assert {line.split()[1] for line in report.top} == RUFF_RULES
     assert any("linted.py:7" in line and "S307" in line for line in report.top)
 
@@ -336,6 +339,7 @@ def test_sarif_from_real_bandit(bandit_sarif: Path) -> None:
     # B602 (shell=True) is HIGH; B404 (import subprocess) is LOW although its level is "note"
     assert report.high == 1
     assert report.by_severity == {"high": 1, "medium": 0, "low": 1}
+    assert report.by_level == {"error": 1, "warning": 0, "note": 1}
     assert report.top[0].startswith("high B602 insecure.py:5")
     assert report.top[1].startswith("low B404 insecure.py:1")
 
@@ -674,8 +678,11 @@ def test_sarif_security_severity_suppressions_and_defaults(tmp_path: Path) -> No
     report = parse_sarif(path)
 
     assert report.tool == "CodeQL, eslint"
-    assert report.by_severity == {"high": 1, "medium": 2, "low": 0}  # eslint: no level → warning
+    # CodeQL rates security; eslint's result has only a level (none given → warning).
+    assert report.by_severity == {"high": 1, "medium": 1, "low": 0}
+    assert report.by_level == {"error": 1, "warning": 2, "note": 0}
     assert report.top[0] == "high js/sql-injection src/db.js:42 query built from user input"
+    assert report.top[-1] == "warning ? no level"
 
 
 def test_sarif_findings_are_capped(tmp_path: Path) -> None:
@@ -689,7 +696,7 @@ def test_sarif_findings_are_capped(tmp_path: Path) -> None:
     assert report.total == 51
     assert report.tool == "unknown"
     assert len(report.top) == MAX_LISTED
-    assert report.top[0].startswith("high BIG")
+    assert report.top[0].startswith("error BIG")  # the tool's own level, not "high"
     assert len(report.top[0]) <= 300
 
 

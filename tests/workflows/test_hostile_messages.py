@@ -165,3 +165,20 @@ async def test_a_plan_with_a_missing_or_broken_input_fails_at_once(
             assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput"
             events = [e async for e in h.fetch_history_events()]
             assert not [e for e in events if e.HasField("workflow_task_failed_event_attributes")]
+
+
+async def test_a_used_workflow_id_is_refused_never_answered_with_old_results(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    from implflow.client import ImplflowClient
+    from implflow.errors import InvalidInputError
+
+    task = {**_task(repo), "approval": {"after": []}}
+    async with run_worker() as (_, tq):
+        flow = ImplflowClient(ts_env.client, tq)
+        wid = await flow.start(task, new_id("reuse"))
+        done = await ts_env.client.get_workflow_handle(wid).result()
+        assert done["state"] == "completed"
+        with pytest.raises(InvalidInputError, match="already used") as info:
+            await flow.start({**task, "description": "new work, same id"}, wid)
+        assert "\n" not in str(info.value)

@@ -2,6 +2,8 @@
 
 Every task runs a one- or two-phase pipeline whose command writes ``<task>.txt`` and records
 when it ran (``trace.jsonl`` beside the repository), so order and concurrency are measured.
+Writing outside the checkout is what the sandbox forbids, so these workers run with
+``sandbox="off"``: the plan's logic is under test here, the sandbox in tests/activities.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ async def test_diamond_runs_in_order_stacked_and_integrated(
         ],
         concurrency=2,
     )
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         result = await asyncio.wait_for(h.result(), 60)
         status = await h.query("status", result_type=PlanStatus)
@@ -182,7 +184,7 @@ async def test_stop_lets_running_tasks_finish_their_phase_then_fails_naming_the_
         [shell_task("F", log, code=3), slow, shell_task("Y", log, ("S",))],
         concurrency=2,
     )
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(h.result(), 60)
@@ -215,7 +217,7 @@ async def test_continue_finishes_the_independent_tasks_and_integrates_them(
         ],
         on_failure="continue",
     )
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         with pytest.raises(WorkflowFailureError) as failed:
             await asyncio.wait_for(h.result(), 60)
@@ -244,7 +246,7 @@ async def test_approvals_through_the_plan_and_to_the_task_directly(
         [shell_task("A", log, **gated), shell_task("B", log, **gated)],
         concurrency=2,
     )
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         flow = PlanClient(ts_env.client, tq)
         h = await start(ts_env, tq, inp)
         st = await wait_status(h, lambda s: all(t.waiting == "approval of design" for t in s.tasks))
@@ -267,7 +269,7 @@ async def test_cancelling_the_plan_cancels_its_running_tasks(
 ) -> None:
     log = tmp_path / "trace.jsonl"
     inp = plan(repo, [shell_task("A", log, pause=30.0), shell_task("B", log, ("A",))])
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         await wait_status(h, lambda s: by_id(s)["A"].phase == "implement")
         await PlanClient(ts_env.client, tq).cancel_plan(h.id)
@@ -322,7 +324,7 @@ def candidates_plan(repo: Path, **extra: Any) -> PlanInput:
 async def test_candidates_are_ranked_by_coverage_and_a_person_picks(
     ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
 ) -> None:
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, candidates_plan(repo))
         st = await wait_status(h, lambda s: s.pending is not None)
         assert st.pending is not None and st.pending.phase == "pick"
@@ -346,7 +348,7 @@ async def test_candidates_are_ranked_by_coverage_and_a_person_picks(
 async def test_auto_pick_takes_the_better_candidate(
     ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
 ) -> None:
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, candidates_plan(repo, auto_pick="best"))
         result = await asyncio.wait_for(h.result(), 60)
     task = by_id(result)["api"]
@@ -362,7 +364,7 @@ async def test_a_long_plan_continues_as_new_and_its_tasks_keep_running(
     log = tmp_path / "trace.jsonl"
     tasks = [shell_task(f"T{i}", log, pause=0.1) for i in range(12)]
     inp = plan(repo, tasks, concurrency=4, continue_as_new_after=200)
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         result = await asyncio.wait_for(h.result(), 60)
         status = await h.query("status", result_type=PlanStatus)
@@ -395,7 +397,7 @@ async def test_the_example_plan_runs_offline_with_the_replay_executor(
     repo = make_demo_repo(tmp_path)
     example = Path(__file__).parents[2] / "examples" / "plans" / "todo-priorities.yaml"
     inp = load_plan(example, repo=str(repo))
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         result = await asyncio.wait_for(h.result(), 90)
     assert [t.state for t in result.tasks] == [PlanTaskState.COMPLETED] * 3
@@ -430,7 +432,7 @@ async def test_merge_conflicts_wait_for_a_person_with_the_files_as_evidence(
         }
 
     inp = plan(repo, [writes_shared("B"), writes_shared("C"), writes_shared("D", "B", "C")])
-    async with run_worker() as (_, tq):
+    async with run_worker(sandbox="off") as (_, tq):
         flow = PlanClient(ts_env.client, tq)
         h = await start(ts_env, tq, inp)
         st = await wait_status(h, lambda s: s.pending is not None)
@@ -479,7 +481,7 @@ async def test_the_plan_budget_pauses_its_tasks_until_a_person_grants_more(
     second = shell_task("B", log, ("A",), pause=1.0, phases=TWO_PHASES)
     second["commands"]["test"] = work("B-test", log)
     inp = plan(repo, [shell_task("A", log), second], budget={"max_usd_total": 5})
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", sandbox="off")
     impl = ImplActivities(settings)
     tq = new_id("tq")
     async with Worker(

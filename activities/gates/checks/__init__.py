@@ -8,6 +8,7 @@
 ``docstrings``      docstring coverage
 ``changed``         a file (the README) changed against the phase's base commit
 ``load``            the service under load: targets, baseline, or measure only
+``service``         the service's start command is known (design: shown for approval)
 =================== =================================================================
 
 A new kind: a module here with a judge function, a ``CheckFormat`` value in
@@ -32,6 +33,7 @@ from activities.gates.checks.reports import (
     judge_sarif,
 )
 from activities.gates.checks.review import judge_review
+from activities.gates.checks.service import judge_service
 from activities.gates.context import Evidence, GateContext
 from activities.gates.schema import CheckConfig, CheckFormat
 from implflow.models import GateCheck
@@ -73,5 +75,6 @@ JUDGES: Mapping[CheckFormat, CheckKind] = {
     "docstrings": CheckKind(in_thread(judge_docstrings), runs_argv=False, reads_report=False),
     "changed": CheckKind(judge_changed, runs_argv=False, reads_report=False),
     "loadprobe": CheckKind(judge_load, runs_argv=False, reads_report=False),
+    "service": CheckKind(in_thread(judge_service), runs_argv=False, reads_report=False),
 }
 """Check format → how it is judged: the runner's only dispatch."""

@@ -70,12 +70,18 @@ def judge_cobertura(check: CheckConfig, ctx: GateContext, evidence: Evidence) ->
 
 
 def judge_sarif(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> GateCheck:
-    """At most ``max_high`` high findings (0 without ``max_findings``), ``max_findings`` in all."""
+    """At most ``max_high`` security-high findings (0 unless another limit is set), at most
+    ``max_errors`` findings the tool rates ``error``, and ``max_findings`` in all.
+
+    Each finding keeps its tool's own rating: bandit's high/medium/low, ruff's and eslint's
+    SARIF levels (error/warning/note); a lint error is never reported as a high finding.
+    """
     report = evidence.report_file()
     findings = parse_sarif(report)
     max_findings = ctx.limit(check, "max_findings")
     max_high = ctx.limit(check, "max_high")
-    if max_high is None and max_findings is None:
+    max_errors = ctx.limit(check, "max_errors")
+    if max_high is None and max_findings is None and max_errors is None:
         max_high = 0
     problems: list[str] = []
     rules: list[str] = []
@@ -83,11 +89,19 @@ def judge_sarif(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> Gat
         rules.append(f"high <= {max_high}")
         if findings.high > max_high:
             problems.append(f"{findings.high} high-severity findings (max {max_high})")
+    if max_errors is not None:
+        rules.append(f"errors <= {max_errors}")
+        if findings.errors > max_errors:
+            problems.append(f"{findings.errors} findings at level error (max {max_errors})")
     if max_findings is not None:
         rules.append(f"findings <= {max_findings}")
         if findings.total > max_findings:
             problems.append(f"{findings.total} findings (max {max_findings})")
-    figures: dict[str, GateFigure] = {"total": findings.total, **findings.by_severity}
+    figures: dict[str, GateFigure] = {
+        "total": findings.total,
+        **findings.by_severity,
+        **findings.by_level,
+    }
     if problems:
         summary = f"{findings.tool}: " + ", ".join(problems)
         if findings.top:

@@ -1,0 +1,119 @@
+"""``python -m bench``: every benchmark on its own dev server; JSON + markdown in bench/results/.
+
+    python -m bench              # the default sizes (about 6-10 minutes on 2 cores)
+    python -m bench --quick      # a smoke size (about a minute)
+    python -m bench --scale 0.5  # every count halved
+    python -m bench --parked 100 --running 20
+
+The dev server (file database, free 127.0.0.1 ports) and every worker are started here and
+stopped again on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.harness import RESULTS, Processes, machine, sweep_on_sigterm
+from bench.perf import Sizes, replace_sizes, run_all
+from bench.report import bench_markdown
+
+MAX_MINUTES = 30.0
+"""A hard bound on the whole run: past it, everything is stopped."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every count (e.g. 0.5)")
+    for name, what in (
+        ("rounds", "interleaved rounds of the overhead/branches benchmark"),
+        ("extra-branches", "extra task branches in the origin for (b)"),
+        ("idle-pairs", "idle approvals (each of implflow and bare)"),
+        ("parked", "tasks parked at an approval, then approved at once"),
+        ("running", "tasks run per load set-up"),
+        ("crash-runs", "kill -9 runs"),
+        ("peer-runs", "LangGraph / bare runs"),
+    ):
+        p.add_argument(f"--{name}", type=int, default=None, help=what)
+    p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    p.add_argument("--name", default=None, help="file stem (default bench, or bench-quick)")
+    p.add_argument("--max-minutes", type=float, default=MAX_MINUTES, help="hard time bound")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    return p.parse_args(argv)
+
+
+def sizes_from(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.scale != 1.0:
+        sizes = sizes.scaled(args.scale)
+    return replace_sizes(
+        sizes,
+        rounds=args.rounds,
+        extra_branches=args.extra_branches,
+        idle_pairs=args.idle_pairs,
+        parked=args.parked,
+        running=args.running,
+        crash_runs=args.crash_runs,
+        peer_runs=args.peer_runs,
+    )
+
+
+async def _run(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str, Any]:
+    return await asyncio.wait_for(run_all(procs, tmp, sizes_from(args)), args.max_minutes * 60)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; write ``<out>/<name>.json`` and ``.md``; print the table."""
+    args = parse_args(argv)
+    sweep_on_sigterm()
+    shown = argv if argv is not None else sys.argv[1:]
+    results: dict[str, Any] = {
+        "command": " ".join(["python -m bench", *(shlex.quote(a) for a in shown)]),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="implflow-bench-"))
+    print(f"scratch: {tmp}", flush=True)
+    began = time.monotonic()
+    code = 0
+    try:
+        with Processes() as procs:
+            results.update(asyncio.run(_run(args, tmp, procs)))
+    except TimeoutError:
+        results["error"] = f"stopped after the {args.max_minutes:.0f}-minute bound"
+        code = 1
+    except KeyboardInterrupt:
+        print("interrupted: every process the bench started was stopped", file=sys.stderr)
+        return 130
+    finally:
+        results["total_s"] = round(time.monotonic() - began, 1)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if any(isinstance(v, dict) and "error" in v for v in results.values()):
+        code = 1
+    name = args.name or ("bench-quick" if args.quick else "bench")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    table = bench_markdown(results)
+    (args.out / f"{name}.md").write_text(table, encoding="utf-8")
+    print(table)
+    print(
+        f"written: {args.out / name}.json, .md" + (f"; scratch kept in {tmp}" if args.keep else "")
+    )
+    return code
+
+
+if __name__ == "__main__":
+    from implflow.exit import hard_exit
+
+    hard_exit(main())

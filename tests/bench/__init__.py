@@ -1,0 +1,1 @@
+"""Smoke runs of ``python -m bench`` and ``python -m bench.faults`` at tiny sizes."""
