@@ -68,8 +68,8 @@ PHASE_ARTIFACTS: Mapping[str, tuple[str, ...]] = {
     "verify": (VERIFY_NOTES,),
 }
 """Files the bundled specialist tells the agent to write, per phase (``SERVICE_FILE`` only
-when the gate finds no service). ``tests/gates/test_contract.py`` holds the specialist's text
-and the default gates to these paths."""
+when the gate finds no service). ``tests/activities/gates/test_contract.py`` holds the
+specialist's text and the default gates to these paths."""
 
 
 # --- branch names: one branch per workflow id, injectively named --------------------------

@@ -40,10 +40,15 @@ from implflow.models import (
 )
 from implflow.settings import Settings
 from implflow.worker import build_worker
-from tests.conftest import branch_file, git_repo
-from tests.executors.harness import Harness, isolated_home, leave_unknown_session
-from tests.executors.test_claude_code import CLAUDE_BIN, needs_cli
 from tests.fakes.anthropic_server import FakeAnthropicServer, api_error, text, write_file
+from tests.helpers import branch_file, git_repo
+from tests.helpers.executors import (
+    CLAUDE_BIN,
+    Harness,
+    isolated_home,
+    leave_unknown_session,
+    needs_cli,
+)
 
 WIP = "refs/implflow/wip/wf-c/implement-r1"
 KILLED = r"exited (-9|137)\b"  # SIGKILL, as the process or the sandbox around it reports it

@@ -47,8 +47,8 @@ from implflow.converter import data_converter
 from implflow.models import GateInput, PhaseInput, PhaseSpec
 from implflow.server import dev_server
 from implflow.settings import Settings
-from tests.conftest import alive, branch_file, git_repo
-from tests.test_e2e import ROOT, eventually
+from tests.helpers import alive, branch_file, git_repo
+from tests.helpers.stack import ROOT, eventually
 
 CANARY = f"canary-{uuid.uuid4().hex}-must-not-leak"
 

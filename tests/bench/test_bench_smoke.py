@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench import peer
-from tests.bench.conftest import numbers, processes_naming, run_module, scratch_of
+from tests.helpers.bench import numbers, processes_naming, run_module, scratch_of
 
 pytestmark = pytest.mark.e2e
 

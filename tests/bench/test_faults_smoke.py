@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.conftest import processes_naming, run_module, scratch_of
+from tests.helpers.bench import processes_naming, run_module, scratch_of
 
 pytestmark = pytest.mark.e2e
 

@@ -37,7 +37,7 @@ from implflow.models import (
 )
 from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
-from tests.conftest import git_repo
+from tests.helpers import git_repo
 from workflows import WORKFLOWS
 
 HERE = Path(__file__).parent

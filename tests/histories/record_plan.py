@@ -22,7 +22,7 @@ from implflow.plans import PlanDecideInput, PlanStatus, parse_plan
 from implflow.server import ensure_search_attributes
 from implflow.settings import Settings
 from implflow.worker import build_worker
-from tests.conftest import git_repo
+from tests.helpers import git_repo
 
 TARGET = Path(__file__).parent / "plans" / "diamond.json"
 WRITE = "import pathlib, sys; pathlib.Path(sys.argv[1] + '.txt').write_text(sys.argv[1])"

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from implflow.models import ApproveSignal, ImplementationResult, TaskState, TaskStatus
-from tests.conftest import AGENT, WorkerFactory, new_id
+from tests.helpers import AGENT, WorkerFactory, new_id
 
 
 def _task(repo: Path) -> dict[str, Any]:

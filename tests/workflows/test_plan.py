@@ -33,7 +33,7 @@ from implflow.plans import (
     PlanTaskState,
     parse_plan,
 )
-from tests.conftest import WorkerFactory, new_id
+from tests.helpers import WorkerFactory, new_id
 from workflows.plan import PlanWorkflow
 
 HISTORIES = Path(__file__).parents[1] / "histories" / "plans"

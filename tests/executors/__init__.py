@@ -1,1 +1,0 @@
-"""Executor contract tests (real agent CLIs against scripted local model servers)."""
