@@ -29,19 +29,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import psutil
-from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.operatorservice.v1 import (
-    AddSearchAttributesRequest,
-    ListSearchAttributesRequest,
-)
 from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from implflow.binaries import find_binary
 from implflow.converter import data_converter
-from implflow.server import dev_server_argv
+from implflow.server import dev_server_argv, ensure_search_attributes
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -274,7 +270,7 @@ class DevServer:
             if port_open(self.port):
                 try:
                     client = await connect(self.address)
-                    await register_search_attributes(client)
+                    await ensure_search_attributes(client, register=True)
                     return
                 except (RuntimeError, RPCError):
                     pass  # the frontend listens before the namespace is ready
@@ -292,26 +288,6 @@ class DevServer:
         await asyncio.sleep(down_s)
         await self.start()
         self.restarts += 1
-
-
-async def register_search_attributes(client: Client) -> None:
-    """Register ImplPhase/ImplState/ImplPlan (Keyword) unless they already are."""
-    listed = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=client.namespace)
-    )
-    missing = [n for n in SEARCH_ATTRIBUTES if n not in listed.custom_attributes]
-    if not missing:
-        return
-    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-    try:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=client.namespace, search_attributes=dict.fromkeys(missing, keyword)
-            )
-        )
-    except RPCError as err:
-        if err.status != RPCStatusCode.ALREADY_EXISTS:
-            raise
 
 
 # --- workers -----------------------------------------------------------------------------
