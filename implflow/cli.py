@@ -747,6 +747,10 @@ from implflow.cli_plan import plan_app  # noqa: E402 - the sub-app uses the help
 
 app.add_typer(plan_app, name="plan")
 
+from implflow.cli_bench import bench  # noqa: E402 - light: imports nothing heavy at the top
+
+app.command()(bench)
+
 
 def main() -> None:
     """Console-script entry point."""

@@ -59,6 +59,9 @@ def build_worker(client: Client, settings: Settings, task_queue: str | None = No
         # A cancel reaches an activity only in the answer to a heartbeat the SDK sends; its
         # default throttle (80 % of the heartbeat timeout) made a cancel wait ~48 s.
         max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+        # A killed worker's sticky queue holds a workflow's next task this long before another
+        # worker may take it (SDK default 10 s: measured as the bulk of kill -9 recovery).
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=2),
         default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
     )
 

@@ -148,7 +148,7 @@ class ImplementationWorkflow:
             state=self._state,
             phases=self._progress.phases,
             decisions=self._approvals.decisions,
-            head_commit=next((p.commit for p in reversed(self._progress.phases) if p.commit), None),
+            head_commit=self._run.tip,
             branch=self._run.branch,
             ledger=self._progress.ledger,
             pull_request=self._run.pull_request,
@@ -316,6 +316,7 @@ class ImplementationWorkflow:
             raise
         self._progress.finished(result, workflow.now())
         self._run.branch = result.branch or self._run.branch
+        self._run.tip = result.commit or self._run.tip
         workflow.logger.info(
             "phase done", extra={"phase": spec.name, "round": rnd, "attempt": result.attempt}
         )

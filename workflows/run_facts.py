@@ -29,6 +29,8 @@ class RunFacts:
     """The service command and its readiness path, once a gate proposed them."""
     service_from: str | None = None
     """The phase whose gate proposed the service command (design)."""
+    tip: str | None = None
+    """The task branch's newest commit: a round's commit, then its gate's report commit."""
     decided: bool = False
     """A person just decided: the next phase round runs ahead of queued work."""
 
@@ -38,6 +40,7 @@ class RunFacts:
 
     def learn(self, phase: str, gate: GateResult) -> None:
         """Keep what a gate measured that later gates compare against or run with."""
+        self.tip = gate.commit or self.tip
         if not self.baseline:  # the first load figures measured are the baseline
             self.baseline = gate.load_baseline()
         if gate.service_command and self.service_from in (None, phase):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -66,6 +67,10 @@ async def test_approve_path_runs_all_phases_and_records_decisions(
     assert "Verification" in branch_file(repo, h.id, ".implflow/verify.md")
     assert branch_log(repo, h.id) == [f"implflow: {p} (round 1)" for p in ALL]
     assert not (repo / ".implflow").exists()  # the user's working tree is never touched
+    tip = subprocess.run(
+        ["git", "rev-parse", result.branch or ""], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
+    assert result.head_commit == tip  # the result names the branch tip
 
 
 async def test_reject_rewinds_and_hands_feedback_to_the_executor(

@@ -305,3 +305,49 @@ async def test_blocking_review_questions_wait_for_answers_that_reach_later_phase
         result = await h.result()
     assert result.state == TaskState.COMPLETED
     assert "reject past due dates with 400" in branch_file(repo, h.id, ".implflow/design.md")
+
+
+async def test_an_environment_failure_goes_to_a_person_at_once_with_its_root_cause(
+    ts_env: WorkflowEnvironment, repo: Path, tmp_path: Path
+) -> None:
+    acts = ImplActivities(Settings(data_dir=tmp_path / "data"))
+    gated: list[int] = []
+
+    @activity.defn(name="run_gate")
+    async def broken_env(inp: GateInput) -> GateResult:
+        if inp.phase != "test":
+            return verdict(inp, True)
+        gated.append(inp.round)
+        cause = "tests could not be collected: ModuleNotFoundError: No module named 'fastapi'"
+        return GateResult(
+            phase=inp.phase,
+            round=inp.round,
+            passed=False,
+            checks=[
+                GateCheck(name="tests", passed=False, summary=cause, failure_class="environment")
+            ],
+            failure_summary=cause,
+        )
+
+    tq = f"tq-{uuid.uuid4().hex}"
+    async with Worker(
+        ts_env.client,
+        task_queue=tq,
+        workflows=WORKFLOWS,
+        activities=[acts.prepare_task, acts.run_phase, broken_env, acts.send_reminder],
+    ):
+        h = await start(ts_env, tq, task(repo, gates="on", approval={"after": []}))
+        st = await wait_for(h, TaskState.AWAITING_APPROVAL, "test")
+        assert st.pending_approval is not None and st.pending_approval.kind == "gate"
+        assert "root cause (environment): tests could not be collected" in (
+            st.pending_approval.evidence
+        )
+        await h.execute_update(
+            "decide",
+            DecideInput(phase="test", decision="abort", approver="lead", comment="fix the deps"),
+        )
+        with pytest.raises(WorkflowFailureError):
+            await h.result()
+    assert gated == [1]  # no repair round was spent on what no agent can fix
+    phases = {p.name: p for p in st.phases}
+    assert phases["test"].repairs == 0
