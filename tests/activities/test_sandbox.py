@@ -42,7 +42,7 @@ from activities.process import (
     start_ticks,
     stop_group,
 )
-from activities.sandbox import SandboxPolicy, bwrap_argv, in_scope_network
+from activities.sandbox import SandboxPolicy, _tools_under, bwrap_argv, in_scope_network
 from implflow.converter import data_converter
 from implflow.models import GateInput, PhaseInput, PhaseSpec
 from implflow.server import dev_server
@@ -332,7 +332,14 @@ def test_deeper_mounts_land_on_top_of_the_trees_that_hide_them(tmp_path: Path) -
         policy, ["true"], cwd=checkout, writable=[checkout], readable=[data], unshare_net=True
     )
     kinds = ("--tmpfs", "--bind", "--ro-bind")
-    mounts = [argv[i : i + 2] for i, arg in enumerate(argv) if arg in kinds]
+    # The worker's own interpreter comes back read-only when it lives under a hidden tree (a
+    # checkout under /tmp, a pyenv in the home): where it lives is this machine's business.
+    tools = {str(p) for p in _tools_under([Path("/tmp"), Path("/run"), home, data], "")}
+    mounts = [
+        argv[i : i + 2]
+        for i, arg in enumerate(argv)
+        if arg in kinds and not (arg == "--ro-bind" and argv[i + 1] in tools)
+    ]
     # Parents first: the private /tmp (it already covers the home), then what comes back.
     assert mounts == [
         ["--ro-bind", "/"],
