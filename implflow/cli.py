@@ -320,6 +320,9 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
             p.outcome[:60],
         )
     out.print(table)
+    for p in status.phases:  # what the retried attempts of a round ran into
+        for line in p.failed_attempts:
+            out.print(f"retried: {p.name} {line}", markup=False, highlight=False)
     if status.ledger.cost_usd or status.ledger.tokens:
         led = status.ledger
         out.print(f"spent: ${led.cost_usd:.2f}, {led.tokens} tokens, {led.turns} turns")

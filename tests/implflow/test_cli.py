@@ -199,3 +199,18 @@ def test_help_imports_neither_temporalio_nor_pydantic() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, f"imported at start-up: {proc.stdout}"
+
+
+def test_status_shows_what_retried_attempts_ran_into(capsys: pytest.CaptureFixture[str]) -> None:
+    from implflow.cli import render_status
+    from implflow.models import PhaseStatus, TaskState, TaskStatus
+
+    line = "attempt 1: AgentApiError: claude-code failed (API error 529): overloaded"
+    status = TaskStatus(
+        workflow_id="wf-1",
+        title="t",
+        state=TaskState.RUNNING,
+        phases=[PhaseStatus(name="implement", rounds=1, attempts=2, failed_attempts=[line])],
+    )
+    render_status(status, repo="/r")
+    assert f"retried: implement {line}" in capsys.readouterr().out.replace("\n", " ")
