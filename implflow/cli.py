@@ -167,7 +167,13 @@ def _load_input(value: str) -> str:
         path = Path(value[1:])
         if not path.is_file():
             raise InvalidInputError(f"invalid input: --input: file {path} not found")
-        return path.read_text(encoding="utf-8")
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else err.strerror
+            raise InvalidInputError(
+                f"invalid input: --input: cannot read {path}: {reason}"
+            ) from None
     return value
 
 
@@ -219,13 +225,17 @@ def build_input(
                 f"invalid input: --command {phase}: argv must be a JSON list, "
                 'e.g. \'["make", "test"]\''
             ) from None
+    repo_value = data.get("repo")
+    # Only a string is a path to resolve: `"repo": 5` is refused by the model, never `<cwd>/5`;
+    # a control character is refused by the model's own check before any path is made of it.
     if (
-        "repo" in data
-        and data["repo"]
-        and "://" not in str(data["repo"])
-        and "@" not in str(data["repo"])
+        isinstance(repo_value, str)
+        and repo_value.strip()
+        and not any(ord(c) < 32 for c in repo_value)
+        and "://" not in repo_value
+        and "@" not in repo_value
     ):
-        data["repo"] = str(Path(str(data["repo"])).expanduser().resolve())
+        data["repo"] = str(Path(repo_value.strip()).expanduser().resolve())
     task = parse(ImplementationInput, data)
     check_executor(task)
     return task
