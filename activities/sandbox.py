@@ -210,6 +210,10 @@ class SandboxPolicy:
         )
 
 
+_ROOT_MOUNTS = ("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc")
+"""Every sandbox: the root read-only, a private /dev and this PID namespace's /proc."""
+
+
 @functools.cache
 def _probe_bwrap(binary: str) -> str | None:
     """``None`` when bwrap runs ``true`` with every option the sandbox uses; else why not."""
@@ -217,13 +221,7 @@ def _probe_bwrap(binary: str) -> str | None:
         binary,
         *_BASE_OPTIONS,
         "--unshare-net",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
+        *_ROOT_MOUNTS,
         "--tmpfs",
         str(SANDBOX_TMP),
         "--",
@@ -482,13 +480,7 @@ def bwrap_argv(
         str(policy.bwrap),
         *_BASE_OPTIONS,
         *(["--unshare-net"] if unshare_net else []),
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
+        *_ROOT_MOUNTS,
         *(option for _, _, options in mounts for option in options),
         "--chdir",
         str(cwd),
