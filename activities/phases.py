@@ -121,7 +121,9 @@ class ImplActivities:
         return PrepareResult(
             executor=name,
             repo_kind=kind,
-            base_commit=base,
+            # A branch a plan prepared (stacked on the task's dependencies) is where this task
+            # starts: gates pin their config and compare changed files against it.
+            base_commit=claim.adopted or base,
             branch=claim.branch,
             earlier_run_branch=claim.moved_to,
         )

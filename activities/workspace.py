@@ -305,6 +305,8 @@ class Claim:
     branch: str
     moved_to: str | None = None
     """Where an earlier run's branch of this workflow id went (kept, renamed)."""
+    adopted: str | None = None
+    """The tip of a branch prepared for this task (a plan's stacked start): the task's base."""
 
 
 class TaskCheckout:
@@ -530,13 +532,14 @@ class TaskCheckout:
             for name, ref in refs.items()
             if name.startswith(self._checkpoint_prefix + "/") and ref.run != self.run_id
         }
-        others = [] if tracking is None else self._runs_of_this_id(tracking.sha)
-        others = [run for run in others if run != self.run_id]
+        runs = [] if tracking is None else self._runs_of_this_id(tracking.sha)
+        others = [run for run in runs if run != self.run_id]
         if tracking is None or not others:
             with contextlib.suppress(GitError):  # tidying: never worth failing a start
                 for suffix, group in _by_run(foreign).items():
                     self.push(self._checkpoint_moves(group, suffix))
-            return Claim(branch=self.branch)
+            adopted = tracking.sha if tracking is not None and not runs else None
+            return Claim(branch=self.branch, adopted=adopted)
         suffix = run_suffix(others[0] or None, tracking.sha)  # the newest earlier run
         target = f"{self.branch}@{suffix}"
         self.push(

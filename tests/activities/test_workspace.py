@@ -166,6 +166,9 @@ async def test_a_branch_prepared_by_a_plan_is_adopted(acts: ImplActivities, repo
     prepare = PrepareInput(workflow_id="plan-1.B", repo=str(repo), executor="shell")
     claim = await run_env("r-b").run(acts.prepare_task, prepare)
     assert claim.earlier_run_branch is None
+    # The task's base is where the plan stacked it, not the origin's HEAD: its gates pin their
+    # config there and compare changed files against it.
+    assert claim.base_commit == stacked != git(repo, "rev-parse", "main")
     result = await run_env("r-b").run(
         acts.run_phase, phase_input(repo, "print('ok')", workflow_id="plan-1.B")
     )
