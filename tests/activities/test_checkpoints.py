@@ -33,7 +33,6 @@ from implflow.models import (
     AgentUsage,
     AttemptFailure,
     ImplementationInput,
-    ImplementationResult,
     PhaseInput,
     PhaseSpec,
     TaskState,
@@ -49,6 +48,7 @@ from tests.helpers.executors import (
     leave_unknown_session,
     needs_cli,
 )
+from tests.helpers.workflow import start
 
 WIP = "refs/implflow/wip/wf-c/implement-r1"
 KILLED = r"exited (-9|137)\b"  # SIGKILL, as the process or the sandbox around it reports it
@@ -273,13 +273,7 @@ async def test_claude_code_api_errors_after_a_write_lose_nothing_and_count_every
         )
         tq = f"tq-{uuid.uuid4().hex}"
         async with build_worker(ts_env.client, settings, tq):
-            handle = await ts_env.client.start_workflow(
-                "ImplementationWorkflow",
-                task,
-                id=wid,
-                task_queue=tq,
-                result_type=ImplementationResult,
-            )
+            handle = await start(ts_env, tq, task, wid)
             result = await handle.result()
         resumed_prompt = json.dumps(fake.message_requests[-1].body["messages"])
     assert result.state == TaskState.COMPLETED

@@ -38,12 +38,15 @@ def task(repo: Path, **extra: Any) -> ImplementationInput:
 
 
 async def start(
-    env: WorkflowEnvironment, tq: str, inp: ImplementationInput | dict[str, Any]
+    env: WorkflowEnvironment,
+    tq: str,
+    inp: ImplementationInput | dict[str, Any],
+    workflow_id: str | None = None,
 ) -> WorkflowHandle[Any, ImplementationResult]:
     return await env.client.start_workflow(
         "ImplementationWorkflow",
         inp,
-        id=new_id(),
+        id=workflow_id or new_id(),
         task_queue=tq,
         result_type=ImplementationResult,
     )

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from implflow.models import ImplementationInput, ImplementationResult, TaskState
+from implflow.models import ImplementationInput, TaskState
 from implflow.settings import Settings
 from implflow.worker import build_worker
 from tests.fakes.anthropic_server import FakeAnthropicServer, text, write_file
 from tests.helpers import branch_file, branch_log, git_repo
 from tests.helpers.executors import CLAUDE_BIN, isolated_home, needs_cli
+from tests.helpers.workflow import start
 
 pytestmark = needs_cli
 PHASES = ["review", "design", "implement"]
@@ -62,13 +63,7 @@ async def test_claude_code_task_commits_each_round_and_adds_up_its_cost(
         )
         tq = f"tq-{uuid.uuid4().hex}"
         async with build_worker(ts_env.client, settings, tq):
-            handle = await ts_env.client.start_workflow(
-                "ImplementationWorkflow",
-                task,
-                id=wid,
-                task_queue=tq,
-                result_type=ImplementationResult,
-            )
+            handle = await start(ts_env, tq, task, wid)
             result = await handle.result()
         served = len(fake.requests_to("/v1/messages"))
     assert result.state == TaskState.COMPLETED
