@@ -27,7 +27,7 @@ dependency besides the gate tools gets no environment: the worker's interpreter 
 lock and the selected extras and groups), the worker's Python version and the gate tools'
 versions — so an edit to ``[tool.ruff]`` builds nothing, a new dependency builds a new
 environment, and a second task on the same repository builds nothing. Environments live in
-``<data_dir>/envs/<key>/`` (``Settings.envs``); a marker file written last says one is
+``<data_dir>/envs/<key>/`` (``Settings.folder("envs")``); a marker file written last says one is
 complete, and a file lock per key lets two gates on one worker (or two workers sharing the
 directory) build it once. uv's own cache is ``<data_dir>/uv-cache`` (``UV_CACHE_DIR``), so
 a rebuild is mostly links from the cache; Python downloads are off (the environment uses the
@@ -162,8 +162,8 @@ class EnvironmentStore:
     def from_settings(cls, settings: Settings) -> EnvironmentStore:
         """The store a worker's settings describe."""
         return cls(
-            root=settings.envs,
-            uv_cache=settings.uv_cache,
+            root=settings.folder("envs"),
+            uv_cache=settings.folder("uv-cache"),
             offline=settings.env_offline,
             timeout_s=settings.env_build_timeout_s,
         )

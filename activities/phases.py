@@ -108,7 +108,7 @@ class ImplActivities:
         # A reused workflow id: an earlier run's branch is moved aside (kept), never reused.
         async with self._checkout_lock(inp.workflow_id):
             claim = await self._git(
-                TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces).claim
+                TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces")).claim
             )
         log.info(
             "task prepared",
@@ -144,7 +144,7 @@ class ImplActivities:
         """Held while an activity works on the task's checkout; a new holder first ends
         the process groups a killed worker left running there (see ``process.py``)."""
         return CheckoutLock(
-            task_dir(workflow_id, self.settings.workspaces), heartbeat=activity.heartbeat
+            task_dir(workflow_id, self.settings.folder("workspaces")), heartbeat=activity.heartbeat
         )
 
     async def _run_phase(self, inp: PhaseInput) -> PhaseResult:
@@ -155,7 +155,10 @@ class ImplActivities:
         started = time.monotonic()
         executor = self.executors.get(inp.executor)
         checkout = TaskCheckout(
-            inp.repo, inp.workflow_id, self.settings.workspaces, run_id=info.workflow_run_id
+            inp.repo,
+            inp.workflow_id,
+            self.settings.folder("workspaces"),
+            run_id=info.workflow_run_id,
         )
         key = RoundKey(inp.workflow_id, inp.phase.name, inp.round)
         beat = AttemptBeat(inp.phase.name, inp.round, info.attempt)
@@ -171,7 +174,7 @@ class ImplActivities:
         )
         checkpoints = beat.checkpointer = Checkpointer(checkout, key, info.attempt, restored)
         pin = inp.model_copy(update={"earlier_work": restored.note}) if restored.note else inp
-        scratch = task_dir(inp.workflow_id, self.settings.workspaces)
+        scratch = task_dir(inp.workflow_id, self.settings.folder("workspaces"))
         context_file = scratch / "context" / f"{inp.phase.name}-r{inp.round}.json"
         context_file.parent.mkdir(parents=True, exist_ok=True)
         context_file.write_text(pin.model_dump_json(indent=2), encoding="utf-8")
@@ -246,7 +249,7 @@ class ImplActivities:
                 start,
                 commit,
                 record.summary,
-                self.settings.cassettes,
+                self.settings.folder("cassettes"),
             )
             bound.info("round recorded to cassette", cassette=str(where))
         committed = record.model_copy(update={"commit": commit})
@@ -278,7 +281,7 @@ class ImplActivities:
             attempt=info.attempt,
             step="gate",
         )
-        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
+        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces"))
         key = RoundKey(inp.workflow_id, inp.phase, inp.round)
         start = await self._git(checkout.sync)
         recorded = await self._git(checkout.recorded_verdict, key)
@@ -387,7 +390,7 @@ class ImplActivities:
                 type=EXECUTOR_UNAVAILABLE,
                 non_retryable=True,
             )
-        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.workspaces)
+        checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces"))
         await self._git(checkout.sync)
         values = {
             "branch": inp.branch,
@@ -401,7 +404,8 @@ class ImplActivities:
             argv,
             cwd=checkout.dir,
             env=scrubbed_env(self.settings.env_allowlist, {}),
-            log_path=task_dir(inp.workflow_id, self.settings.workspaces) / "pull-request.log",
+            log_path=task_dir(inp.workflow_id, self.settings.folder("workspaces"))
+            / "pull-request.log",
             timeout_s=240,
             heartbeat=activity.heartbeat,
         )

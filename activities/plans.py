@@ -192,7 +192,7 @@ class PlanActivities:
         ]
 
     def _checkout(self, repo: str, plan_id: str, purpose: str) -> PlanCheckout:
-        return PlanCheckout(repo, plan_id, self.settings.workspaces, purpose)
+        return PlanCheckout(repo, plan_id, self.settings.folder("workspaces"), purpose)
 
     @activity.defn(name="prepare_plan")
     async def prepare_plan(self, inp: PreparePlanInput) -> PreparePlanResult:

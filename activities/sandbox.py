@@ -175,12 +175,12 @@ class SandboxPolicy:
             hidden=[
                 Path.home(),
                 settings.data_dir,
-                settings.workspaces,
-                settings.cassettes,
-                settings.envs,
-                settings.uv_cache,
+                settings.folder("workspaces"),
+                settings.folder("cassettes"),
+                settings.folder("envs"),
+                settings.folder("uv-cache"),
             ],
-            shared_reads=[settings.envs, settings.uv_cache],
+            shared_reads=[settings.folder("envs"), settings.folder("uv-cache")],
         )
         if policy.mode == "bwrap":
             log.info(

@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import typer
 
@@ -478,6 +478,53 @@ def status(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
     raise typer.Exit(1 if state in FAILED_STATES else 0)
 
 
+DecisionPhase = Annotated[str, typer.Option(help="The phase waiting for a decision.")]
+SignalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--signal",
+        help="Send the signal of the command's name instead of the validated `decide` update.",
+    ),
+]
+
+
+def _answer(
+    workflow_id: str,
+    phase: str,
+    kind: Literal["approve", "reject", "waive", "abort"],
+    approver: str,
+    as_json: bool,
+    signal: bool = False,
+    **fields: Any,
+) -> None:
+    """Answer the pending decision: the ``decide`` update (told if refused), or a signal."""
+    who = approver or _user()
+
+    async def go(flow: ImplflowClient) -> None:
+        if kind == "approve":
+            pending = (await flow.status(workflow_id)).pending_approval
+            if pending is not None and pending.kind == "gate" and pending.phase == phase:
+                raise ImplflowError(
+                    f"approve does not answer a failed gate: {next_step(workflow_id, pending)}"
+                )
+        if signal and kind == "approve":
+            await flow.approve(workflow_id, phase, who, fields["comment"])
+        elif signal:
+            await flow.reject(workflow_id, phase, who, fields["feedback"], fields["rewind_to"])
+        if signal:
+            return _report(as_json, {"sent": kind}, f"{kind} signal sent")
+        d = await flow.decide(workflow_id, phase, kind, who, **fields)
+        said = {
+            "approve": f"approved {phase} as {who} (commit {d.commit or '-'})",
+            "reject": f"rejected {phase}; re-running from {d.rewind_to or phase}",
+            "waive": f"waived the {phase} gate as {who}",
+            "abort": f"aborted {workflow_id} at {phase}",
+        }
+        _report(as_json, d.model_dump(mode="json"), said[kind])
+
+    _run(go)
+
+
 @app.command()
 def approve(
     workflow_id: IdArg,
@@ -489,111 +536,56 @@ def approve(
     budget_usd: Annotated[
         float | None, typer.Option(help="At a budget stop: the extra dollars granted.")
     ] = None,
-    signal: Annotated[
-        bool,
-        typer.Option(
-            "--signal", help="Send the `approve` signal instead of the validated `decide` update."
-        ),
-    ] = False,
+    signal: SignalOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Approve what is pending: an approval point, review answers, or more budget.
 
     A failed gate is not approved: it is waived (with a reason), rejected or aborted.
     """
-    who = approver or _user()
-
-    async def go(flow: ImplflowClient) -> None:
-        pending = (await flow.status(workflow_id)).pending_approval
-        if pending is not None and pending.kind == "gate" and pending.phase == phase:
-            raise ImplflowError(
-                f"approve does not answer a failed gate: {next_step(workflow_id, pending)}"
-            )
-        if signal:
-            await flow.approve(workflow_id, phase, who, comment)
-            _report(as_json, {"sent": "approve"}, "approve signal sent")
-            return
-        d = await flow.decide(
-            workflow_id, phase, "approve", who, comment=comment, budget_usd=budget_usd
-        )
-        _report(
-            as_json,
-            d.model_dump(mode="json"),
-            f"approved {phase} as {who} (commit {d.commit or '-'})",
-        )
-
-    _run(go)
+    fields = {"comment": comment, "budget_usd": budget_usd}
+    _answer(workflow_id, phase, "approve", approver, as_json, signal, **fields)
 
 
 @app.command()
 def reject(
     workflow_id: IdArg,
-    phase: Annotated[str, typer.Option(help="The phase waiting for a decision.")],
+    phase: DecisionPhase,
     feedback: Annotated[str, typer.Option(help="What must change (handed to the executor).")],
     approver: Approver = "",
     rewind_to: Annotated[str | None, typer.Option(help="Re-run from this earlier phase.")] = None,
-    signal: Annotated[
-        bool,
-        typer.Option("--signal", help="Send the `reject` signal instead of the `decide` update."),
-    ] = False,
+    signal: SignalOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Reject the pending decision with feedback; the rewound phase and all later ones run again."""
-    who = approver or _user()
-
-    async def go(flow: ImplflowClient) -> None:
-        if signal:
-            await flow.reject(workflow_id, phase, who, feedback, rewind_to)
-            _report(as_json, {"sent": "reject"}, "reject signal sent")
-            return
-        d = await flow.decide(
-            workflow_id, phase, "reject", who, feedback=feedback, rewind_to=rewind_to
-        )
-        _report(
-            as_json,
-            d.model_dump(mode="json"),
-            f"rejected {phase}; re-running from {d.rewind_to or phase}",
-        )
-
-    _run(go)
+    fields = {"feedback": feedback, "rewind_to": rewind_to}
+    _answer(workflow_id, phase, "reject", approver, as_json, signal, **fields)
 
 
 @app.command()
 def waive(
     workflow_id: IdArg,
-    phase: Annotated[str, typer.Option(help="The phase whose gate failed.")],
     reason: Annotated[str, typer.Option(help="Why the failed gate is acceptable (recorded).")],
+    phase: DecisionPhase,
     approver: Approver = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Waive a failed quality gate after its repair rounds; the reason is required and recorded."""
     if not reason.strip():
         raise _bad_input("--reason: say why the failed gate is acceptable (it is recorded)")
-    who = approver or _user()
-
-    async def go(flow: ImplflowClient) -> None:
-        d = await flow.decide(workflow_id, phase, "waive", who, comment=reason)
-        _report(as_json, d.model_dump(mode="json"), f"waived the {phase} gate as {who}")
-
-    _run(go)
+    _answer(workflow_id, phase, "waive", approver, as_json, comment=reason)
 
 
 @app.command()
 def abort(
     workflow_id: IdArg,
-    phase: Annotated[str, typer.Option(help="The phase waiting for a decision.")],
+    phase: DecisionPhase,
     comment: Annotated[str, typer.Option(help="Why.")] = "",
     approver: Approver = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Abort the task at its pending decision (failed gate, budget stop, approval)."""
-    who = approver or _user()
-
-    async def go(flow: ImplflowClient) -> None:
-        d = await flow.decide(workflow_id, phase, "abort", who, comment=comment)
-        _report(as_json, d.model_dump(mode="json"), f"aborted {workflow_id} at {phase}")
-
-    _run(go)
+    _answer(workflow_id, phase, "abort", approver, as_json, comment=comment)
 
 
 def _age(seconds: float | None) -> str:

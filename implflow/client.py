@@ -28,7 +28,7 @@ import re
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,8 +80,8 @@ from implflow.plans import (
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
-WAITING_STATES = {TaskState.AWAITING_APPROVAL, TaskState.PAUSED}
-FINAL_STATES = {TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED}
+WAITING_STATES = frozenset({TaskState.AWAITING_APPROVAL, TaskState.PAUSED})
+FINAL_STATES = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED})
 
 EXECUTOR_NAMES: tuple[str, ...] = ("shell", "claude-code", "codex", "llm", "replay")
 """The executors a worker knows (``activities.executors.EXECUTORS``; a test keeps them equal).
@@ -182,24 +182,39 @@ class ImplflowClient:
         inp = parse(ImplementationInput, task)
         check_executor(inp)
         wid = workflow_id or f"impl-{uuid.uuid4().hex[:12]}"
-        try:
-            # One id, one task: an id already used (running or ended) is refused, never
-            # attached to or re-run (its branch and results belong to that run).
-            await self.client.start_workflow(
-                WORKFLOW_TYPE,
-                inp,
-                id=wid,
-                task_queue=self.task_queue,
-                static_summary=inp.title,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            )
-        except WorkflowAlreadyStartedError:
+        # One id, one task: an id already used (running or ended) is refused, never
+        # attached to or re-run (its branch and results belong to that run).
+        started = await self._start(
+            WORKFLOW_TYPE,
+            inp,
+            wid,
+            inp.title,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+        if not started:
             raise InvalidInputError(
                 f"invalid input: workflow id {wid!r} is already used by another task "
                 "(running or ended); give another --id"
-            ) from None
+            )
         return wid
+
+    async def _start(
+        self, workflow_type: str, inp: object, wid: str, title: str, **options: Any
+    ) -> bool:
+        """Start ``workflow_type`` on this client's queue; False when the id is taken."""
+        try:
+            await self.client.start_workflow(
+                workflow_type,
+                inp,
+                id=wid,
+                task_queue=self.task_queue,
+                static_summary=title,
+                **options,
+            )
+        except WorkflowAlreadyStartedError:
+            return False
+        return True
 
     async def workers(self) -> int:
         """How many workers poll this client's task queue for workflow tasks (recently)."""
@@ -282,16 +297,20 @@ class ImplflowClient:
                 "budget_usd": budget_usd,
             },
         )
+        return await self._decide_update(workflow_id, msg, Decision)
+
+    async def _decide_update(self, workflow_id: str, msg: object, result_type: type[M]) -> M:
+        """The ``decide`` update of a task or plan; a refusal is one line naming its reason."""
         try:
-            recorded: Decision = await self._handle(workflow_id).execute_update(
-                "decide", msg, result_type=Decision
+            recorded: M = await self._handle(workflow_id).execute_update(
+                "decide", msg, result_type=result_type
             )
-            return recorded
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             raise ImplflowError(
                 f"decision refused: {getattr(cause, 'message', None) or cause}"
             ) from None
+        return recorded
 
     async def pause(self, workflow_id: str, by: str = "", reason: str = "") -> None:
         """Signal ``pause``: the task finishes its running phase, then waits for ``resume``."""
@@ -303,8 +322,16 @@ class ImplflowClient:
 
     async def status(self, workflow_id: str) -> TaskStatus:
         """Query ``status`` (works on running and closed tasks)."""
-        status: TaskStatus = await self._handle(workflow_id).query("status", result_type=TaskStatus)
-        return status
+        return await self._query(workflow_id, "status", TaskStatus)
+
+    async def _query(self, workflow_id: str, name: str, result_type: type[M]) -> M:
+        answer: M = await self._handle(workflow_id).query(name, result_type=result_type)
+        return answer
+
+    async def _result(self, workflow_id: str, result_type: type[M]) -> M:
+        handle = self.client.get_workflow_handle(workflow_id, result_type=result_type)
+        result: M = await handle.result()
+        return result
 
     async def execution_state(self, workflow_id: str) -> str:
         """``running`` while the execution runs, else Temporal's own word for how it ended."""
@@ -313,9 +340,7 @@ class ImplflowClient:
 
     async def result(self, workflow_id: str) -> ImplementationResult:
         """Wait for the task to end and return its result (raises if it failed)."""
-        handle = self.client.get_workflow_handle(workflow_id, result_type=ImplementationResult)
-        result: ImplementationResult = await handle.result()
-        return result
+        return await self._result(workflow_id, ImplementationResult)
 
     async def cancel(self, workflow_id: str) -> None:
         """Request cancellation: the running phase is stopped and the task ends ``cancelled``."""
@@ -386,18 +411,32 @@ class ImplflowClient:
         An execution that ended without the workflow saying so (terminated, timed out) ends
         the watch too; ``execution_state`` tells how.
         """
+        stop = FINAL_STATES | (WAITING_STATES if until_waiting else frozenset())
+        async for status in self._changes(
+            workflow_id, self.status, {"ignored_messages"}, stop, interval_s
+        ):
+            yield status
+
+    async def _changes(
+        self,
+        workflow_id: str,
+        read: Callable[[str], Awaitable[M]],
+        exclude: set[str],
+        stop: frozenset[str],
+        interval_s: float,
+    ) -> AsyncIterator[M]:
+        """Poll ``read`` and yield what changed (``exclude`` aside) until its ``state`` is in
+        ``stop`` or the execution ended without the workflow saying so."""
         last: str | None = None
         while True:
-            status = await self.status(workflow_id)
-            snapshot = status.model_dump_json(exclude={"ignored_messages"})
+            status = await read(workflow_id)
+            snapshot = status.model_dump_json(exclude=exclude)
             if snapshot != last:
                 last = snapshot
                 yield status
-            if status.state in FINAL_STATES:
+            if getattr(status, "state", None) in stop:
                 return
             if await self.execution_state(workflow_id) != "running":
-                return
-            if until_waiting and status.state in WAITING_STATES:
                 return
             await asyncio.sleep(interval_s)
 
@@ -574,34 +613,27 @@ class PlanClient(ImplflowClient):
                 f"plan {pid} already completed (its result is branch {integration_branch(pid)}); "
                 "give another --id to run it again"
             )
-        try:
-            await self.client.start_workflow(
-                PLAN_WORKFLOW_TYPE,
-                inp,
-                id=pid,
-                task_queue=self.task_queue,
-                static_summary=inp.title,
-                memo={"plan_digest": digest},
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            )
-        except WorkflowAlreadyStartedError:  # started by someone else meanwhile
-            return PlanStart(plan_id=pid, started=False)
-        return PlanStart(plan_id=pid, started=True)
+        started = await self._start(  # not started: by someone else meanwhile
+            PLAN_WORKFLOW_TYPE,
+            inp,
+            pid,
+            inp.title,
+            memo={"plan_digest": digest},
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+        )
+        return PlanStart(plan_id=pid, started=started)
 
     async def plan_status(self, plan_id: str) -> PlanStatus:
         """Query the plan's ``status`` (works on running and closed plans)."""
-        status: PlanStatus = await self._handle(plan_id).query("status", result_type=PlanStatus)
-        return status
+        return await self._query(plan_id, "status", PlanStatus)
 
     async def plan_result(self, plan_id: str) -> PlanResult:
         """Wait for the plan to end and return its result (raises if it failed)."""
-        handle = self.client.get_workflow_handle(plan_id, result_type=PlanResult)
-        result: PlanResult = await handle.result()
-        return result
+        return await self._result(plan_id, PlanResult)
 
     async def cancel_plan(self, plan_id: str) -> None:
         """Cancel the plan: it cancels its running tasks, waits for them, records it."""
-        await self._handle(plan_id).cancel()
+        await self.cancel(plan_id)
 
     async def decide_plan(
         self,
@@ -627,16 +659,7 @@ class PlanClient(ImplflowClient):
                 "budget_usd": budget_usd,
             },
         )
-        try:
-            recorded: PlanDecision = await self._handle(plan_id).execute_update(
-                "decide", msg, result_type=PlanDecision
-            )
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            raise ImplflowError(
-                f"decision refused: {getattr(cause, 'message', None) or cause}"
-            ) from None
-        return recorded
+        return await self._decide_update(plan_id, msg, PlanDecision)
 
     async def approve_task(
         self,
@@ -710,13 +733,7 @@ class PlanClient(ImplflowClient):
 
     async def watch_plan(self, plan_id: str, interval_s: float = 1.0) -> AsyncIterator[PlanStatus]:
         """Yield the plan's status whenever it changes, until the plan has ended."""
-        last: str | None = None
-        while True:
-            status = await self.plan_status(plan_id)
-            snapshot = status.model_dump_json(exclude={"decisions"})
-            if snapshot != last:
-                last = snapshot
-                yield status
-            if status.state in FINAL_STATES or await self.execution_state(plan_id) != "running":
-                return
-            await asyncio.sleep(interval_s)
+        async for status in self._changes(
+            plan_id, self.plan_status, {"decisions"}, FINAL_STATES, interval_s
+        ):
+            yield status

@@ -362,7 +362,7 @@ async def _run_demo(auto_approve: bool, console: Console) -> int:
             ui = (
                 f"http://localhost:{settings.ui_port}/namespaces/{client.namespace}/workflows/{wid}"
             )
-            console.print(f"started [bold]{wid}[/bold]: {DEMO_TITLE}")
+            console.print(f"started [bold]{wid}[/bold]: {DEMO_TITLE}", highlight=False)
             console.print(f"watch it in the Temporal UI: {ui}")
             lines = None if auto_approve else StdinLines()
             final, state = await _follow(flow, wid, lines, repo, console)

@@ -75,9 +75,19 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class TaskState(StrEnum):
-    """Values of the ``ImplState`` search attribute."""
+Label = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""A title or a person's name: one line of text, at most 200 characters."""
+Comment = Annotated[str, Field(max_length=4000)]
+"""A person's comment on a decision."""
 
+
+class TaskState(StrEnum):
+    """A task's state: the values of the ``ImplState`` search attribute, and in a plan's
+    status also ``pending`` (its dependencies have not completed) and ``blocked`` (one of
+    them failed or was cancelled), which only a plan gives a task that has not started."""
+
+    PENDING = "pending"
+    BLOCKED = "blocked"
     RUNNING = "running"
     REPAIRING = "repairing"
     AWAITING_APPROVAL = "awaiting_approval"
@@ -97,6 +107,12 @@ class PhaseStatusValue(StrEnum):
     CANCELLED = "cancelled"
 
 
+def _in_order(model: BaseModel, where: str, low: str, high: str) -> None:
+    """``high`` may not be below ``low`` (two fields of ``model``, a part of the input)."""
+    if getattr(model, high) < getattr(model, low):
+        raise ValueError(f"{where}.{high} must be >= {where}.{low}")
+
+
 class RetrySpec(_Input):
     """A bounded retry policy for one phase activity."""
 
@@ -108,8 +124,7 @@ class RetrySpec(_Input):
 
     @model_validator(mode="after")
     def _intervals_consistent(self) -> RetrySpec:
-        if self.maximum_interval_s < self.initial_interval_s:
-            raise ValueError("retry.maximum_interval_s must be >= retry.initial_interval_s")
+        _in_order(self, "retry", "initial_interval_s", "maximum_interval_s")
         return self
 
 
@@ -145,8 +160,7 @@ class ApprovalPolicy(_Input):
 
     @model_validator(mode="after")
     def _deadline_after_reminder(self) -> ApprovalPolicy:
-        if self.deadline_s < self.remind_after_s:
-            raise ValueError("approval.deadline_s must be >= approval.remind_after_s")
+        _in_order(self, "approval", "remind_after_s", "deadline_s")
         return self
 
 
@@ -171,7 +185,7 @@ class Thresholds(_Input):
 class ImplementationInput(_Input):
     """Input of ``ImplementationWorkflow``. Only title, description and repo are required."""
 
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    title: Label
     description: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION_CHARS),
@@ -244,26 +258,32 @@ class ImplementationInput(_Input):
 # --- messages sent to a running workflow ------------------------------------------------
 
 
-class ApproveSignal(_Input):
+class _Answer(_Input):
+    """Who answers which phase's pending decision, and their comment."""
+
+    phase: PhaseName
+    approver: Label
+    comment: Comment = ""
+
+
+class ApproveSignal(_Answer):
     """Signal ``approve``."""
 
-    phase: PhaseName
-    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    comment: str = Field(default="", max_length=4000)
+
+class AbortSignal(_Answer):
+    """Signal ``abort``: end the task at the pending decision point."""
 
 
-class RejectSignal(_Input):
+class RejectSignal(_Answer):
     """Signal ``reject``: re-run ``rewind_to`` (default: the gated phase) and all later phases."""
 
-    phase: PhaseName
-    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     feedback: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=8000)
     ]
     rewind_to: PhaseName | None = None
 
 
-class DecideInput(_Input):
+class DecideInput(_Answer):
     """Update ``decide``: validated before it enters history.
 
     ``approve`` passes an approval (on a budget stop: more budget, ``budget_usd`` the extra
@@ -274,10 +294,7 @@ class DecideInput(_Input):
     waived without one before that rule still replay.)
     """
 
-    phase: PhaseName
     decision: Literal["approve", "reject", "waive", "abort"]
-    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    comment: str = Field(default="", max_length=4000)
     feedback: str = Field(default="", max_length=8000)
     rewind_to: PhaseName | None = None
     budget_usd: float | None = Field(default=None, gt=0, le=10_000)
@@ -287,14 +304,6 @@ class DecideInput(_Input):
         if self.decision == "reject" and not self.feedback.strip():
             raise ValueError("feedback: required when decision is 'reject'")
         return self
-
-
-class AbortSignal(_Input):
-    """Signal ``abort``: end the task at the pending decision point."""
-
-    phase: PhaseName
-    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    comment: str = Field(default="", max_length=4000)
 
 
 class PauseSignal(_Input):

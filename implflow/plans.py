@@ -26,7 +26,6 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,8 +39,10 @@ from implflow.layout import branch_name
 from implflow.models import (
     PHASE_NAME_PATTERN,
     Argv,
+    Comment,
     ImplementationInput,
     ImplementationResult,
+    Label,
     TaskState,
     Thresholds,
     _Input,
@@ -58,7 +59,6 @@ PLAN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$"
 _BASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
 
 TaskId = Annotated[str, StringConstraints(strip_whitespace=True, pattern=TASK_ID_PATTERN)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 MAX_TASKS = 1000
 MAX_CANDIDATES = 5
@@ -117,7 +117,7 @@ class PlanTask(_Input):
     model_config = ConfigDict(extra="allow")  # the task-input fields, checked below
 
     id: TaskId
-    title: Title
+    title: Label
     description: str = Field(default="", max_length=20_000)
     depends_on: list[TaskId] = Field(default_factory=list)
     specialist: str | None = Field(default=None, description="Default: backend-implementer.")
@@ -159,7 +159,7 @@ class PlanTask(_Input):
 class PlanInput(_Input):
     """Input of ``PlanWorkflow``: the JSON form of a plan file."""
 
-    title: Title
+    title: Label
     repo: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
     base: Annotated[str, StringConstraints(pattern=_BASE_PATTERN)] | None = Field(
         default=None, description="Branch the plan starts from; default: the repo's HEAD."
@@ -352,25 +352,11 @@ def topological_order(tasks: list[PlanTask]) -> list[str]:
 # --- what the plan reports (and carries across continue-as-new) -------------------------
 
 
-class PlanTaskState(StrEnum):
-    """A task's state in the plan; while it runs, its workflow's own state."""
-
-    PENDING = "pending"
-    BLOCKED = "blocked"
-    RUNNING = "running"
-    REPAIRING = "repairing"
-    AWAITING_APPROVAL = "awaiting_approval"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
 CLOSED_TASK_STATES = {
-    PlanTaskState.COMPLETED,
-    PlanTaskState.FAILED,
-    PlanTaskState.CANCELLED,
-    PlanTaskState.BLOCKED,
+    TaskState.COMPLETED,
+    TaskState.FAILED,
+    TaskState.CANCELLED,
+    TaskState.BLOCKED,
 }
 
 
@@ -433,7 +419,7 @@ class PlanTaskStatus(_Record):
     title: str
     specialist: str = "backend-implementer"
     depends_on: list[str] = Field(default_factory=list)
-    state: PlanTaskState = PlanTaskState.PENDING
+    state: TaskState = TaskState.PENDING
     phase: str | None = None
     waiting: str | None = None
     runs: list[TaskRun] = Field(default_factory=list)
@@ -484,8 +470,8 @@ class PlanDecideInput(_Input):
     task: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     phase: PlanDecisionPhase
     decision: Literal["approve", "waive", "abort"]
-    approver: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    comment: str = Field(default="", max_length=4000)
+    approver: Label
+    comment: Comment = ""
     candidate: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES)
     budget_usd: float | None = Field(default=None, gt=0, le=100_000)
 

@@ -92,18 +92,12 @@ class Settings(BaseSettings):
     def _executor_lower(cls, value: str) -> str:
         return value.strip().lower()
 
-    @property
-    def workspaces(self) -> Path:
-        return self.workspace_root or self.data_dir / "workspaces"
-
-    @property
-    def cassettes(self) -> Path:
-        return self.record_dir or self.data_dir / "cassettes"
-
-    @property
-    def envs(self) -> Path:
-        return self.env_root or self.data_dir / "envs"
-
-    @property
-    def uv_cache(self) -> Path:
-        return self.uv_cache_dir or self.data_dir / "uv-cache"
+    def folder(self, name: Literal["workspaces", "cassettes", "envs", "uv-cache"]) -> Path:
+        """A working folder: its own setting when given, else ``<data_dir>/<name>``."""
+        given = {
+            "workspaces": self.workspace_root,
+            "cassettes": self.record_dir,
+            "envs": self.env_root,
+            "uv-cache": self.uv_cache_dir,
+        }[name]
+        return given or self.data_dir / name

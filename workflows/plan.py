@@ -61,7 +61,6 @@ with workflow.unsafe.imports_passed_through():
         PlanState,
         PlanStatus,
         PlanTask,
-        PlanTaskState,
         PlanTaskStatus,
         PlanTotals,
         PreparePlanInput,
@@ -96,7 +95,7 @@ OBSERVE_RETRY = RetryPolicy(
 )
 """Unbounded: a read-only poll, and the plan cannot go on without knowing its tasks."""
 OBSERVE_WAIT_S = 300.0
-_LOST = (PlanTaskState.FAILED, PlanTaskState.CANCELLED, PlanTaskState.BLOCKED)
+_LOST = (TaskState.FAILED, TaskState.CANCELLED, TaskState.BLOCKED)
 """A task in one of these states will not complete: what depends on it is blocked."""
 MAX_PLAN_BYTES = 1_500_000
 """A plan's input (and its continue-as-new state) stays under Temporal's 2 MB payload limit."""
@@ -146,7 +145,7 @@ class PlanWorkflow:
                 await self._prepare()
             await self._run_tasks()
             if plan.integrate.enabled and any(
-                t.state == PlanTaskState.COMPLETED for t in self._tasks.values()
+                t.state == TaskState.COMPLETED for t in self._tasks.values()
             ):
                 await self._integrate()
         except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
@@ -163,7 +162,7 @@ class PlanWorkflow:
                 type=failure_type(err) or PLAN_TASK_FAILED,
                 non_retryable=True,
             ) from err
-        failed = [t.id for t in self._tasks.values() if t.state != PlanTaskState.COMPLETED]
+        failed = [t.id for t in self._tasks.values() if t.state != TaskState.COMPLETED]
         if failed:
             self._error = f"not completed: {', '.join(self._describe_failure(i) for i in failed)}"
             self._set(TaskState.FAILED)
@@ -236,7 +235,7 @@ class PlanWorkflow:
             if task.closed or task.conflict_files or all(r.started for r in task.runs):
                 continue
             deps = [self._tasks[d] for d in task.depends_on]
-            if any(d.state != PlanTaskState.COMPLETED for d in deps):
+            if any(d.state != TaskState.COMPLETED for d in deps):
                 continue
             free = self._plan.concurrency - len(self._open_runs())
             if free <= 0:
@@ -268,7 +267,7 @@ class PlanWorkflow:
         )
         if result.conflict_files:
             task.conflict_files, task.conflict_with = result.conflict_files, result.conflict_with
-            task.state = PlanTaskState.AWAITING_APPROVAL
+            task.state = TaskState.AWAITING_APPROVAL
             task.waiting = f"a person to merge its dependencies ({len(task.conflict_files)} files)"
             return False
         task.start_commit = result.start_commit
@@ -294,7 +293,7 @@ class PlanWorkflow:
             workflow.logger.info("task already started", extra={"workflow_id": run.workflow_id})
         run.started = True
         run.state = run.state or TaskState.RUNNING
-        task.state = PlanTaskState.RUNNING
+        task.state = TaskState.RUNNING
 
     async def _observe(self, wait_s: float) -> None:
         runs = self._open_runs()
@@ -339,7 +338,7 @@ class PlanWorkflow:
             done = rank_runs(task.runs)
             if not done:
                 cancelled = all(r.state == TaskState.CANCELLED for r in task.runs)
-                task.state = PlanTaskState.CANCELLED if cancelled else PlanTaskState.FAILED
+                task.state = TaskState.CANCELLED if cancelled else TaskState.FAILED
                 task.error = next((r.error for r in task.runs if r.error), None) or "failed"
                 if self._plan.on_failure == "stop" and not self._s.stop_reason:
                     self._s.stop_reason = f"task {task.id} failed: {task.error}"
@@ -347,7 +346,7 @@ class PlanWorkflow:
                 self._complete(task, done[0])
             elif task.picked is None:
                 task.ranking = [r.candidate for r in done]
-                task.state = PlanTaskState.AWAITING_APPROVAL
+                task.state = TaskState.AWAITING_APPROVAL
                 task.waiting = f"a pick among {len(done)} candidates"
                 if self._plan.task(task_id).auto_pick == "best":
                     self._pick(task, done[0].candidate, "auto_pick: best")
@@ -355,12 +354,12 @@ class PlanWorkflow:
         for task_id in self._order:
             task = self._tasks[task_id]
             lost = [d for d in task.depends_on if self._tasks[d].state in _LOST]
-            if task.state == PlanTaskState.PENDING and lost:
-                task.state, task.waiting = PlanTaskState.BLOCKED, None
+            if task.state == TaskState.PENDING and lost:
+                task.state, task.waiting = TaskState.BLOCKED, None
                 task.error = f"{', '.join(lost)} did not complete"
 
     def _complete(self, task: PlanTaskStatus, run: TaskRun) -> None:
-        task.state = PlanTaskState.COMPLETED
+        task.state = TaskState.COMPLETED
         task.branch = run.branch or task_branch(run.workflow_id)
         task.head_commit = run.head_commit
         task.waiting = None
@@ -410,11 +409,7 @@ class PlanWorkflow:
             return
         for task_id in self._order:
             task = self._tasks[task_id]
-            if (
-                task.state == PlanTaskState.AWAITING_APPROVAL
-                and task.picked is None
-                and task.ranking
-            ):
+            if task.state == TaskState.AWAITING_APPROVAL and task.picked is None and task.ranking:
                 done = [task.runs[c - 1] for c in task.ranking]
                 others = [r for r in task.runs if r not in done]
                 self._s.pending = PlanPending(
@@ -457,7 +452,7 @@ class PlanWorkflow:
         elif msg.phase == "merge":  # resolved by hand: the branch is taken as it is pushed
             task = self._tasks[msg.task]
             task.conflict_files, task.conflict_with, task.waiting = [], None, None
-            task.state = PlanTaskState.PENDING
+            task.state = TaskState.PENDING
 
     async def _control_runs(self) -> None:
         """Pause, resume or cancel running tasks as the plan's state asks."""
@@ -503,7 +498,7 @@ class PlanWorkflow:
             if task.runs and any(r.started for r in task.runs):
                 _summarize(task)
                 if all(r.closed for r in task.runs) and not task.closed:
-                    task.state = PlanTaskState.CANCELLED
+                    task.state = TaskState.CANCELLED
         self._refresh()
 
     # --- the end ------------------------------------------------------------------------
@@ -516,7 +511,7 @@ class PlanWorkflow:
         merges = [
             MergeItem(task_id=tid, branch=self._tasks[tid].branch or "")
             for tid in self._order
-            if self._tasks[tid].state == PlanTaskState.COMPLETED and self._tasks[tid].branch
+            if self._tasks[tid].state == TaskState.COMPLETED and self._tasks[tid].branch
         ]
         left_out: list[str] = []
         while True:
@@ -681,15 +676,13 @@ class PlanWorkflow:
         tasks = list(self._tasks.values())
         totals = PlanTotals(
             tasks=len(tasks),
-            pending=sum(t.state == PlanTaskState.PENDING for t in tasks),
-            running=sum(t.state in (PlanTaskState.RUNNING, PlanTaskState.REPAIRING) for t in tasks),
-            waiting=sum(
-                t.state in (PlanTaskState.AWAITING_APPROVAL, PlanTaskState.PAUSED) for t in tasks
-            ),
-            completed=sum(t.state == PlanTaskState.COMPLETED for t in tasks),
-            failed=sum(t.state == PlanTaskState.FAILED for t in tasks),
-            blocked=sum(t.state == PlanTaskState.BLOCKED for t in tasks),
-            cancelled=sum(t.state == PlanTaskState.CANCELLED for t in tasks),
+            pending=sum(t.state == TaskState.PENDING for t in tasks),
+            running=sum(t.state in (TaskState.RUNNING, TaskState.REPAIRING) for t in tasks),
+            waiting=sum(t.state in (TaskState.AWAITING_APPROVAL, TaskState.PAUSED) for t in tasks),
+            completed=sum(t.state == TaskState.COMPLETED for t in tasks),
+            failed=sum(t.state == TaskState.FAILED for t in tasks),
+            blocked=sum(t.state == TaskState.BLOCKED for t in tasks),
+            cancelled=sum(t.state == TaskState.CANCELLED for t in tasks),
             cost_usd=round(sum(t.cost_usd for t in tasks), 6),
         )
         return PlanStatus(
@@ -750,18 +743,18 @@ def _summarize(task: PlanTaskStatus) -> None:
     many = len(task.runs) > 1
     if not open_runs:
         task.phase = next((r.phase for r in task.runs if r.phase), task.phase)
-        if task.state not in (PlanTaskState.AWAITING_APPROVAL,) and not task.conflict_files:
+        if task.state not in (TaskState.AWAITING_APPROVAL,) and not task.conflict_files:
             task.waiting = None
         return
     states = {r.state for r in open_runs}
     if TaskState.AWAITING_APPROVAL in states:
-        task.state = PlanTaskState.AWAITING_APPROVAL
+        task.state = TaskState.AWAITING_APPROVAL
     elif TaskState.REPAIRING in states:
-        task.state = PlanTaskState.REPAIRING
+        task.state = TaskState.REPAIRING
     elif states == {TaskState.PAUSED}:
-        task.state = PlanTaskState.PAUSED
+        task.state = TaskState.PAUSED
     else:
-        task.state = PlanTaskState.RUNNING
+        task.state = TaskState.RUNNING
     task.phase = ", ".join(
         (f"c{r.candidate}: " if many else "") + (r.phase or "starting") for r in open_runs
     )

@@ -22,9 +22,10 @@ import re
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Generic, Protocol, Self, TypeVar, cast
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar, cast
 
-from pydantic import AfterValidator, ValidationError
+import structlog
+from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -40,8 +41,8 @@ from activities.executors.stream import (
 from activities.process import heartbeat_every_s
 from activities.prompts import build_prompt
 from activities.specialists import DEFAULT_SPECIALIST, SpecialistError, find_specialist
-from implflow.errors import AGENT_STALLED, EXECUTOR_UNAVAILABLE, INVALID_INPUT
-from implflow.models import PhaseInput
+from implflow.errors import AGENT_FAILED, AGENT_STALLED, EXECUTOR_UNAVAILABLE, INVALID_INPUT
+from implflow.models import AgentUsage, PhaseInput
 from implflow.settings import Settings
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -169,28 +170,67 @@ def find_binary(program: str, *, executor: str, install_hint: str, setting: str)
     return found
 
 
-class AgentSettings(Protocol):
-    """The settings every agent executor has (each under its own environment prefix)."""
+class AgentSettings(BaseSettings):
+    """The settings every agent executor has (each subclass under its own environment
+    prefix, e.g. ``IMPLFLOW_CLAUDE_``, and with its own default ``bin``)."""
 
-    bin: str
-    stall_s: float
-    linger_s: float
+    bin: str = Field(min_length=1, description="Program name or path.")
+    stall_s: float = Field(
+        default=600.0, gt=0, description="No event for this long kills the agent (AgentStalled)."
+    )
+    linger_s: float = Field(
+        default=30.0, gt=0, description="Alive this long after its final event: killed."
+    )
 
 
-class AgentState(Protocol):
-    """What an executor learns from one run's events, as far as the shared run needs it."""
+class AgentState:
+    """What an executor learns from one run's events, as far as the shared run needs it.
+
+    Each executor reads its own event stream into a subclass that gives ``session_id``,
+    ``turns``, ``cost_usd`` and this run's ``input_tokens`` / ``output_tokens``; the heartbeat
+    details, the ledger's usage and the one-line facts are built from those here, once.
+    """
+
+    session_id: str | None
+
+    @property
+    def turns(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def cost_usd(self) -> float | None:
+        raise NotImplementedError
+
+    @property
+    def input_tokens(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_tokens(self) -> int:
+        raise NotImplementedError
 
     def progress(self) -> dict[str, object]:
-        """Added to each heartbeat (session id, turns, cost)."""
-        ...
-
-    def facts(self) -> str:
-        """One line for messages: turns, cost, session."""
-        ...
+        """Added to each heartbeat (session id, turns, cost, tokens)."""
+        return self.details()
 
     def details(self) -> dict[str, Any]:
         """Small facts for a failure (the workflow's cost ledger reads them)."""
-        ...
+        return {
+            "session_id": self.session_id,
+            "turns": self.turns,
+            "cost_usd": self.cost_usd,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+    def agent_usage(self) -> AgentUsage:
+        return AgentUsage.model_validate(self.details())
+
+    def facts(self) -> str:
+        """One line for messages: turns, tokens, cost, session."""
+        tokens = f"{self.input_tokens} in / {self.output_tokens} out tokens"
+        session = self.session_id or "none"
+        return f"{self.turns} turns, {tokens}, {dollars(self.cost_usd)}, session {session}"
 
 
 SettingsT = TypeVar("SettingsT", bound=AgentSettings)
@@ -202,15 +242,13 @@ class AgentExecutor(Generic[SettingsT]):
 
     name: str
     install_hint: ClassVar[str]
-    settings_type: ClassVar[type[BaseSettings]]
-    """The executor's own settings class, read from the worker's environment."""
-    env_prefix: ClassVar[str]
-    """Of the executor's settings, e.g. ``IMPLFLOW_CLAUDE_``."""
+    settings_type: ClassVar[type[AgentSettings]]
+    """The executor's own settings class, read from the worker's environment (its
+    ``env_prefix``, e.g. ``IMPLFLOW_CLAUDE_``, names the variables)."""
     log_tag: ClassVar[str]
-    """Names its files in ``ctx.log_dir``: ``<phase>-r<round>-a<attempt>.<tag>.jsonl``."""
+    """Names its files in ``ctx.log_dir`` (``<phase>-r<round>-a<attempt>.<tag>.jsonl``)
+    and its logger (``implflow.executors.<tag>``)."""
     session_noun: ClassVar[str] = "session"
-    log: ClassVar[Any]
-    """The executor's structlog logger."""
 
     def __init__(
         self,
@@ -228,8 +266,17 @@ class AgentExecutor(Generic[SettingsT]):
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
         """Reads the executor's ``env_prefix`` variables once, for the life of the worker."""
-        own = load_settings(cls.settings_type, executor=cls.name, prefix=cls.env_prefix)
+        own = load_settings(cls.settings_type, executor=cls.name, prefix=cls.env_prefix())
         return cls(cast(SettingsT, own), specialists_dir=settings.specialists_dir)
+
+    @classmethod
+    def env_prefix(cls) -> str:
+        return str(cls.settings_type.model_config.get("env_prefix", ""))
+
+    @property
+    def log(self) -> Any:
+        """The executor's structlog logger."""
+        return structlog.stdlib.get_logger(f"implflow.executors.{self.log_tag}")
 
     def specialist_text(self, ctx: ExecutionContext) -> str:
         """The specialist text of this run: the fixed one, else the task's specialist."""
@@ -246,7 +293,7 @@ class AgentExecutor(Generic[SettingsT]):
             self.settings.bin,
             executor=self.name,
             install_hint=self.install_hint,
-            setting=f"{self.env_prefix}BIN",
+            setting=f"{self.env_prefix()}BIN",
         )
 
     def _session_file(self, ctx: ExecutionContext) -> Path:
@@ -332,3 +379,15 @@ class AgentExecutor(Generic[SettingsT]):
                 state.details(),
                 type=AGENT_STALLED,
             ) from None
+
+
+def no_final_event(
+    where: str, event: str, state: AgentState, run: StreamResult
+) -> ApplicationError:
+    """The CLI exited before its final ``event``: ``AGENT_FAILED`` (retryable), with its log."""
+    return ApplicationError(
+        f"{where} exited {run.returncode} without a {event} event ({state.facts()}); "
+        f"log {run.log_path}; stderr: {run.stderr_tail[-300:]}",
+        state.details(),
+        type=AGENT_FAILED,
+    )

@@ -37,19 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
-from activities.executors.agent_common import (
-    AgentExecutor,
-    as_int,
-    dollars,
-    phase_prompt,
-    record_session,
-    resume_prompt,
-)
+from activities.executors import agent_common as common
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.stream import Event, StreamResult
 from activities.process import scrubbed_env
@@ -60,9 +52,7 @@ from implflow.errors import (
     AGENT_PERMISSION_DENIED,
     BUDGET_EXCEEDED,
 )
-from implflow.models import AgentUsage, PhaseInput
-
-log = structlog.stdlib.get_logger("implflow.executors.claude_code")
+from implflow.models import PhaseInput
 
 CLAUDE_CODE_VERSION = "2.1.332"
 """The Claude Code release implflow is tested against (its event fields change between releases)."""
@@ -78,12 +68,12 @@ _BUDGET_SUBTYPES = {
 }
 
 
-class ClaudeCodeSettings(BaseSettings):
+class ClaudeCodeSettings(common.AgentSettings):
     """How this worker runs Claude Code; environment prefix ``IMPLFLOW_CLAUDE_``."""
 
     model_config = SettingsConfigDict(env_prefix="IMPLFLOW_CLAUDE_", extra="ignore")
 
-    bin: str = Field(default="claude", min_length=1, description="Program name or path.")
+    bin: str = Field(default="claude", min_length=1)
     permission_mode: Literal[
         "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"
     ] = "acceptEdits"
@@ -93,19 +83,13 @@ class ClaudeCodeSettings(BaseSettings):
     max_budget_usd: float | None = Field(
         default=None, gt=0, description="Unless the task's budget sets one."
     )
-    stall_s: float = Field(
-        default=600.0, gt=0, description="No event for this long kills the agent (AgentStalled)."
-    )
-    linger_s: float = Field(
-        default=30.0, gt=0, description="Alive this long after its result event: killed."
-    )
     append_system_prompt_file: Path | None = Field(
         default=None, description="Specialist text appended to Claude Code's system prompt."
     )
 
 
 @dataclass
-class _Session:
+class _Session(common.AgentState):
     """What the event stream has told us so far.
 
     Tokens are Claude Code's own totals from its ``result`` event (``usage``: this run's),
@@ -141,8 +125,8 @@ class _Session:
             if isinstance(message_id, str) and message_id not in self.message_ids:
                 self.message_ids.add(message_id)
                 usage = message.get("usage") or {}
-                self.streamed_input_tokens += as_int(usage.get("input_tokens"))
-                self.streamed_output_tokens += as_int(usage.get("output_tokens"))
+                self.streamed_input_tokens += common.as_int(usage.get("input_tokens"))
+                self.streamed_output_tokens += common.as_int(usage.get("output_tokens"))
         elif kind == "result":
             self.result = event
 
@@ -153,17 +137,17 @@ class _Session:
     @property
     def input_tokens(self) -> int:
         usage = self._result_usage()
-        return as_int(usage.get("input_tokens")) if usage else self.streamed_input_tokens
+        return common.as_int(usage.get("input_tokens")) if usage else self.streamed_input_tokens
 
     @property
     def output_tokens(self) -> int:
         usage = self._result_usage()
-        return as_int(usage.get("output_tokens")) if usage else self.streamed_output_tokens
+        return common.as_int(usage.get("output_tokens")) if usage else self.streamed_output_tokens
 
     @property
     def turns(self) -> int:
         if self.result is not None:
-            return as_int(self.result.get("num_turns"))
+            return common.as_int(self.result.get("num_turns"))
         return len(self.message_ids)
 
     @property
@@ -183,45 +167,24 @@ class _Session:
         if not isinstance(models, Mapping):
             return False
         session = sum(
-            as_int(m.get("inputTokens")) + as_int(m.get("outputTokens"))
+            common.as_int(m.get("inputTokens")) + common.as_int(m.get("outputTokens"))
             for m in models.values()
             if isinstance(m, Mapping)
         )
         return session > self.input_tokens + self.output_tokens
-
-    def progress(self) -> dict[str, object]:
-        return {
-            "session_id": self.session_id,
-            "turns": self.turns,
-            "cost_usd": self.cost_usd,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-        }
-
-    def usage(self) -> AgentUsage:
-        return AgentUsage.model_validate(self.progress())
-
-    def facts(self) -> str:
-        return f"{self.turns} turns, {dollars(self.cost_usd)}, session {self.session_id or 'none'}"
-
-    def details(self) -> dict[str, Any]:
-        """Small facts for the failure (the workflow's cost ledger reads them)."""
-        return self.progress()
 
 
 def _is_result(event: Event) -> bool:
     return event.get("type") == "result"
 
 
-class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
+class ClaudeCodeExecutor(common.AgentExecutor[ClaudeCodeSettings]):
     """Claude Code headless: one ``claude -p`` run per phase attempt."""
 
     name = "claude-code"
     install_hint = INSTALL_HINT
     settings_type = ClaudeCodeSettings
-    env_prefix = "IMPLFLOW_CLAUDE_"
     log_tag = "claude"
-    log = log
 
     def argv(
         self,
@@ -255,7 +218,7 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
         if resume:
             argv += ["--resume", resume]
         # "--" ends the options: task text starting with "-" is still only the prompt.
-        argv += ["--", resume_prompt(pin) if resume else phase_prompt(pin, workdir)]
+        argv += ["--", common.resume_prompt(pin) if resume else common.phase_prompt(pin, workdir)]
         return argv
 
     def _fixed_system_prompt(self) -> str | None:
@@ -291,7 +254,7 @@ class ClaudeCodeExecutor(AgentExecutor[ClaudeCodeSettings]):
             known = session.session_id
             session.on_event(event)
             if session.session_id and session.session_id != known:
-                record_session(session_file, session.session_id, ctx.attempt)
+                common.record_session(session_file, session.session_id, ctx.attempt)
 
         result = await self._stream(
             ctx,
@@ -346,12 +309,7 @@ def _judge(
     where = f"phase {pin.phase.name!r}: claude-code"
     res = session.result
     if res is None:
-        raise ApplicationError(
-            f"{where} exited {run.returncode} without a result event ({session.facts()}); "
-            f"log {run.log_path}; stderr: {run.stderr_tail[-300:]}",
-            session.details(),
-            type=AGENT_FAILED,
-        )
+        raise common.no_final_event(where, "result", session, run)
     subtype = str(res.get("subtype") or "")
     errors = "; ".join(str(e) for e in res.get("errors") or [])[:300]
     if subtype in _BUDGET_SUBTYPES:
@@ -390,7 +348,7 @@ def _judge(
         outcome="done",
         summary=f"claude-code {subtype}: {session.facts()}{lingered}. {text}".strip(),
         artifacts=[str(run.log_path)],
-        usage=session.usage(),
+        usage=session.agent_usage(),
     )
 
 

@@ -61,22 +61,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import structlog
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from temporalio.exceptions import ApplicationError
 
-from activities.executors.agent_common import (
-    AgentExecutor,
-    EnvVarName,
-    as_int,
-    dollars,
-    phase_prompt,
-    record_session,
-    resume_prompt,
-)
+from activities.executors import agent_common as common
 from activities.executors.base import ExecutionContext, ExecutionOutcome
 from activities.executors.stream import Event, StreamResult
 from activities.process import scrubbed_env
@@ -85,14 +75,11 @@ from activities.sandbox import current_scope
 from activities.workspace import safe_name
 from implflow.errors import (
     AGENT_API_ERROR,
-    AGENT_FAILED,
     BUDGET_EXCEEDED,
     EXECUTOR_UNAVAILABLE,
     ImplflowError,
 )
-from implflow.models import AgentUsage, PhaseInput
-
-log = structlog.stdlib.get_logger("implflow.executors.codex")
+from implflow.models import PhaseInput
 
 CODEX_VERSION = "0.169.0"
 """The Codex CLI release implflow is tested against (events and config keys change)."""
@@ -128,17 +115,17 @@ with ``IMPLFLOW_CODEX_PRICES``. A model without a price runs unpriced (cost unkn
 unless a dollar cap is set: then the run is refused, since the cap could not be enforced."""
 
 
-class CodexSettings(BaseSettings):
+class CodexSettings(common.AgentSettings):
     """How this worker runs Codex; environment prefix ``IMPLFLOW_CODEX_``."""
 
     model_config = SettingsConfigDict(env_prefix="IMPLFLOW_CODEX_", extra="ignore")
 
-    bin: str = Field(default="codex", min_length=1, description="Program name or path.")
+    bin: str = Field(default="codex", min_length=1)
     model: str = Field(default="gpt-5-codex", min_length=1)
     base_url: str | None = Field(
         default=None, description="Responses API base URL; default OPENAI_BASE_URL or OpenAI."
     )
-    api_key_env: EnvVarName = Field(
+    api_key_env: common.EnvVarName = Field(
         default="OPENAI_API_KEY", description="NAME of the worker variable holding the key."
     )
     prices: dict[str, ModelPrice] = Field(
@@ -152,12 +139,6 @@ class CodexSettings(BaseSettings):
     )
     request_max_retries: int = Field(default=2, ge=0, le=20)
     stream_max_retries: int = Field(default=2, ge=0, le=20)
-    stall_s: float = Field(
-        default=600.0, gt=0, description="No event for this long kills the agent (AgentStalled)."
-    )
-    linger_s: float = Field(
-        default=30.0, gt=0, description="Alive this long after its final event: killed."
-    )
     home_root: Path | None = Field(
         default=None, description="Where per-task CODEX_HOMEs live; default: task scratch dir."
     )
@@ -176,9 +157,9 @@ class Usage:
     def of(cls, raw: object) -> Usage:
         data = raw if isinstance(raw, dict) else {}
         return cls(
-            as_int(data.get("input_tokens")),
-            as_int(data.get("cached_input_tokens")),
-            as_int(data.get("output_tokens")),
+            common.as_int(data.get("input_tokens")),
+            common.as_int(data.get("cached_input_tokens")),
+            common.as_int(data.get("output_tokens")),
         )
 
     def minus(self, other: Usage) -> Usage:
@@ -251,14 +232,15 @@ class _Rollout:
 
 
 @dataclass
-class _Run:
+class _Run(common.AgentState):
     """What one ``codex exec`` run has told us so far."""
 
     home: Path
     price: ModelPrice | None
     max_usd: float | None
     max_turns: int | None
-    thread_id: str | None = None
+    session_id: str | None = None
+    """Codex's thread id."""
     saw_thread: bool = False
     rollout: _Rollout | None = None
     baseline: Usage = field(default_factory=Usage)
@@ -273,7 +255,7 @@ class _Run:
 
     def start_from(self, thread_id: str) -> None:
         """Resuming ``thread_id``: what its rollout already holds is not this run's."""
-        self.thread_id = thread_id
+        self.session_id = thread_id
         self.rollout = _Rollout(self.home, thread_id)
         self.rollout.poll()
         self.baseline = self.rollout.total
@@ -283,9 +265,9 @@ class _Run:
         kind = event.get("type")
         if kind == "thread.started" and isinstance(event.get("thread_id"), str):
             self.saw_thread = True
-            if event["thread_id"] != self.thread_id:
-                self.thread_id = event["thread_id"]
-                self.rollout = _Rollout(self.home, self.thread_id)
+            if event["thread_id"] != self.session_id:
+                self.session_id = event["thread_id"]
+                self.rollout = _Rollout(self.home, self.session_id)
         elif kind in ("item.started", "item.completed"):
             self._on_item(kind, event.get("item"))
         elif kind == "error":
@@ -340,30 +322,18 @@ class _Run:
         if self.max_turns is not None and self.turns > self.max_turns:
             raise _OverBudget(f"turn limit: {self.turns} model responses > {self.max_turns}")
 
+    @property
+    def input_tokens(self) -> int:
+        return self.usage.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.usage.output_tokens
+
     def progress(self) -> dict[str, object]:
         if self.rollout is not None:
             self.rollout.poll()
         return self.details()
-
-    def details(self) -> dict[str, Any]:
-        """Small facts for heartbeats and failures (the workflow's cost ledger reads them)."""
-        usage = self.usage
-        return {
-            "session_id": self.thread_id,
-            "turns": self.turns,
-            "cost_usd": self.cost_usd,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-        }
-
-    def agent_usage(self) -> AgentUsage:
-        return AgentUsage.model_validate(self.details())
-
-    def facts(self) -> str:
-        usage = self.usage
-        tokens = f"{usage.input_tokens} in / {usage.output_tokens} out tokens"
-        cost = dollars(self.cost_usd)
-        return f"{self.turns} turns, {tokens}, {cost}, session {self.thread_id or 'none'}"
 
 
 def _is_final(event: Event) -> bool:
@@ -375,16 +345,14 @@ def toml_string(value: str) -> str:
     return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
-class CodexExecutor(AgentExecutor[CodexSettings]):
+class CodexExecutor(common.AgentExecutor[CodexSettings]):
     """The Codex CLI: one ``codex exec --json`` run per phase attempt."""
 
     name = "codex"
     install_hint = INSTALL_HINT
     settings_type = CodexSettings
-    env_prefix = "IMPLFLOW_CODEX_"
     log_tag = "codex"
     session_noun = "thread"
-    log = log
 
     def argv(
         self, binary: str, pin: PhaseInput, *, resume: str | None, workdir: Path | None = None
@@ -398,7 +366,7 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
         if resume:
             argv.append(resume)
         # "--" ends the options: task text starting with "-" is still only the prompt.
-        argv += ["--", resume_prompt(pin) if resume else phase_prompt(pin, workdir)]
+        argv += ["--", common.resume_prompt(pin) if resume else common.phase_prompt(pin, workdir)]
         return argv
 
     def config_toml(self, system_prompt: str | None = None, *, own_sandbox: bool = True) -> str:
@@ -523,8 +491,8 @@ class CodexExecutor(AgentExecutor[CodexSettings]):
             try:
                 run.on_event(event)
             finally:
-                if event.get("type") == "thread.started" and run.thread_id:
-                    record_session(session_file, run.thread_id, ctx.attempt)
+                if event.get("type") == "thread.started" and run.session_id:
+                    common.record_session(session_file, run.session_id, ctx.attempt)
 
         try:
             result = await self._stream(
@@ -566,12 +534,7 @@ def _judge(run: _Run, result: StreamResult, pin: PhaseInput) -> ExecutionOutcome
     where = f"phase {pin.phase.name!r}: codex"
     final = run.final
     if final is None:
-        raise ApplicationError(
-            f"{where} exited {result.returncode} without a final event ({run.facts()}); "
-            f"log {result.log_path}; stderr: {result.stderr_tail[-300:]}",
-            run.details(),
-            type=AGENT_FAILED,
-        )
+        raise common.no_final_event(where, "final", run, result)
     if final.get("type") == "turn.failed":
         # Codex ends a turn this way when the model API fails (after its own retries).
         raise ApplicationError(

@@ -243,7 +243,7 @@ async def test_claude_code_api_errors_after_a_write_lose_nothing_and_count_every
     settings = Settings(
         data_dir=tmp_path / "data", env_allowlist=["PATH", "HOME", "CLAUDE_CODE_MAX_RETRIES"]
     )
-    checkout = settings.workspaces / wid / "checkout"
+    checkout = settings.folder("workspaces") / wid / "checkout"
     turns = [
         write_file(str(checkout / "feature.py"), "def f():\n    return 1\n", output_tokens=30),
         api_error(500),  # attempt 1: the API fails after the write (and on Claude's retry)

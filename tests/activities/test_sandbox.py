@@ -132,7 +132,7 @@ async def test_a_phase_command_cannot_write_outside_the_checkout(
         ROOT / name,  # the worker's own code (/work/...)
         tmp_path / name,  # the worker's /tmp
         acts.settings.data_dir / name,
-        acts.settings.workspaces / name,
+        acts.settings.folder("workspaces") / name,
     ]
     try:
         result = await ActivityEnvironment().run(
@@ -154,7 +154,7 @@ async def test_a_phase_command_cannot_write_outside_the_checkout(
 async def test_a_phase_command_cannot_read_the_worker_or_other_tasks(
     acts: ImplActivities, repo: Path, worker_home: Path
 ) -> None:
-    other = acts.settings.workspaces / "wf-other" / "checkout"
+    other = acts.settings.folder("workspaces") / "wf-other" / "checkout"
     other.mkdir(parents=True)
     (other / "their-secret.txt").write_text(f"other task {CANARY}\n")
     data_file = acts.settings.data_dir / "server.db"
@@ -183,7 +183,9 @@ async def test_a_phase_command_cannot_read_the_worker_or_other_tasks(
     assert "IMPLFLOW_PHASE=implement" in found["read /proc/self/environ"]
     assert "PATH=" in found["read /proc/1/environ"] and "PATH=" in found["ppid environ"]
     # The whole branch (found.json, the command's log, the records) and the phase log.
-    log = (acts.settings.workspaces / "wf-box" / "checkout" / ".implflow" / "logs").glob("*.log")
+    log = (acts.settings.folder("workspaces") / "wf-box" / "checkout" / ".implflow" / "logs").glob(
+        "*.log"
+    )
     for where, text in [("branch", branch_text(repo))] + [(p.name, p.read_text()) for p in log]:
         assert CANARY not in text, f"the worker's secret reached the {where}"
         assert "IMPLFLOW_TEST_SECRET" not in text

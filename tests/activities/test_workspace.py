@@ -219,7 +219,7 @@ async def test_hooks_and_config_planted_in_the_checkout_never_run(
     second = inp.model_copy(update={"round": 2, "command": [sys.executable, "-c", "print(1)"]})
     await run_env().run(acts.run_phase, second)
     assert not marker.exists(), marker.read_text()
-    checkout = acts.settings.workspaces / "wf-1" / "checkout"
+    checkout = acts.settings.folder("workspaces") / "wf-1" / "checkout"
     config = (checkout / ".git" / "config").read_text()
     assert "evil" not in config and "fsmonitor" not in config  # put back to implflow's own
 
@@ -228,7 +228,7 @@ async def test_a_hooks_path_set_between_rounds_is_ignored(
     acts: ImplActivities, repo: Path, tmp_path: Path
 ) -> None:
     await run_env().run(acts.run_phase, phase_input(repo, "print('first')"))
-    checkout = acts.settings.workspaces / "wf-1" / "checkout"
+    checkout = acts.settings.folder("workspaces") / "wf-1" / "checkout"
     marker = tmp_path / "pre-push-ran"
     hook = checkout / ".git" / "hooks" / "pre-push"
     hook.write_text(f"#!/bin/sh\necho ran >> {marker}\n")
@@ -281,7 +281,7 @@ async def test_a_retry_after_a_failed_push_only_pushes(
         await run_env().run(acts.run_phase, phase_input(repo, script))
     assert err.value.type == "GitPushFailed" and not err.value.non_retryable
     assert "push refused for now" in err.value.message
-    checkout = acts.settings.workspaces / "wf-1" / "checkout"
+    checkout = acts.settings.folder("workspaces") / "wf-1" / "checkout"
     local = git(checkout, "rev-parse", "implflow/wf-1")  # the round, committed here only
     assert git(repo, "rev-parse", "--verify", "-q", "implflow/wf-1", check=False) == ""
 
@@ -355,7 +355,7 @@ async def test_a_warm_round_fetches_only_its_branch_and_skips_the_reset(
     assert sum(calls.values()) <= 9, calls
     assert (calls.get("fetch"), calls.get("push")) == (1, 1), calls
     assert not {"checkout", "reset", "clean", "clone"} & set(calls), calls
-    checkout = acts.settings.workspaces / "wf-1" / "checkout"
+    checkout = acts.settings.folder("workspaces") / "wf-1" / "checkout"
     refs = git(checkout, "for-each-ref", "--format=%(refname)")
     assert "other-" not in refs  # never fetched
     assert elapsed < 10

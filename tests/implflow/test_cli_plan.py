@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import implflow.cli
 from implflow.cli import app
 from implflow.client import ImplflowClient, PlanClient
-from implflow.plans import PlanTaskState
+from implflow.plans import TaskState
 from tests.helpers import WorkerFactory, new_id
 
 runner = CliRunner()
@@ -188,5 +188,5 @@ async def test_run_approve_rerun_and_watch_through_the_cli(
     assert watched.exit_code == 0, watched.output
     assert "already running this plan; following it" in watched.output
     assert "completed" in watched.output and f"implflow/plan/{pid}" in watched.output
-    assert [t.state for t in final.tasks] == [PlanTaskState.COMPLETED] * 2
+    assert [t.state for t in final.tasks] == [TaskState.COMPLETED] * 2
     assert final.task("api").runs[0].last_decision == "design approve by lead"  # type: ignore[union-attr]

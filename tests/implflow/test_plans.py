@@ -25,7 +25,6 @@ from implflow.plans import (
     PlanPending,
     PlanState,
     PlanStatus,
-    PlanTaskState,
     PlanTaskStatus,
     TaskRun,
     candidate_figures,
@@ -480,7 +479,7 @@ def test_a_repo_agent_overrides_a_bundled_specialist(tmp_path: Path) -> None:
 def test_plan_state_survives_continue_as_new_as_json() -> None:
     plan = parse_plan(_plan())
     state = PlanState(
-        tasks=[PlanTaskStatus(id="model", title="Data model", state=PlanTaskState.COMPLETED)],
+        tasks=[PlanTaskStatus(id="model", title="Data model", state=TaskState.COMPLETED)],
         pending=PlanPending(
             task="api", phase="pick", since=datetime(2026, 1, 2, tzinfo=UTC), candidates=[2, 1]
         ),

@@ -30,7 +30,6 @@ from implflow.plans import (
     PlanInput,
     PlanResult,
     PlanStatus,
-    PlanTaskState,
     parse_plan,
 )
 from tests.helpers import WorkerFactory, new_id
@@ -169,7 +168,7 @@ async def test_diamond_runs_in_order_stacked_and_integrated(
     assert result.integration.merged == ["A", "B", "C", "D", "E"]  # dependency order
     assert result.integration.test_passed is True  # no project kind: no checks to fail
     assert "integration test passed" in git(repo, "log", "-1", "--format=%s", integration)
-    assert [t.state for t in status.tasks] == [PlanTaskState.COMPLETED] * 5
+    assert [t.state for t in status.tasks] == [TaskState.COMPLETED] * 5
     assert all(t.branch == f"implflow/{pid}.{t.id}" for t in status.tasks)
 
 
@@ -194,11 +193,11 @@ async def test_stop_lets_running_tasks_finish_their_phase_then_fails_naming_the_
     assert "task F failed" in failed.value.cause.message
     assert "exited 3" in failed.value.cause.message
     tasks = by_id(status)
-    assert tasks["F"].state == PlanTaskState.FAILED
-    assert tasks["S"].state == PlanTaskState.CANCELLED  # paused after its phase, then cancelled
+    assert tasks["F"].state == TaskState.FAILED
+    assert tasks["S"].state == TaskState.CANCELLED  # paused after its phase, then cancelled
     assert s_run.status == WorkflowExecutionStatus.CANCELED
     assert "S" in intervals(log) and "S-test" not in intervals(log)  # implement ran to its end
-    assert tasks["Y"].state == PlanTaskState.BLOCKED  # what it needs was cancelled
+    assert tasks["Y"].state == TaskState.BLOCKED  # what it needs was cancelled
     assert "Y" not in intervals(log)
     assert status.state == TaskState.FAILED and status.integration is None
 
@@ -226,10 +225,10 @@ async def test_continue_finishes_the_independent_tasks_and_integrates_them(
     assert "F (failed" in message and "X (blocked" in message
     tasks = by_id(status)
     assert [tasks[t].state for t in "FXSY"] == [
-        PlanTaskState.FAILED,
-        PlanTaskState.BLOCKED,
-        PlanTaskState.COMPLETED,
-        PlanTaskState.COMPLETED,
+        TaskState.FAILED,
+        TaskState.BLOCKED,
+        TaskState.COMPLETED,
+        TaskState.COMPLETED,
     ]
     assert set(intervals(log)) == {"F", "S", "Y"}
     assert status.integration is not None and status.integration.merged == ["S", "Y"]
@@ -250,7 +249,7 @@ async def test_approvals_through_the_plan_and_to_the_task_directly(
         flow = PlanClient(ts_env.client, tq)
         h = await start(ts_env, tq, inp)
         st = await wait_status(h, lambda s: all(t.waiting == "approval of design" for t in s.tasks))
-        assert [t.state for t in st.tasks] == [PlanTaskState.AWAITING_APPROVAL] * 2
+        assert [t.state for t in st.tasks] == [TaskState.AWAITING_APPROVAL] * 2
         through_plan = await flow.approve_task(h.id, "A", "design", "lead", "fine")
         direct = await ImplflowClient(ts_env.client, tq).decide(
             f"{h.id}.B", "design", "approve", "qa"
@@ -280,8 +279,8 @@ async def test_cancelling_the_plan_cancels_its_running_tasks(
     assert child.status == WorkflowExecutionStatus.CANCELED
     assert status.state == TaskState.CANCELLED
     assert status.error == "the plan was cancelled"
-    assert by_id(status)["A"].state == PlanTaskState.CANCELLED
-    assert by_id(status)["B"].state == PlanTaskState.PENDING
+    assert by_id(status)["A"].state == TaskState.CANCELLED
+    assert by_id(status)["B"].state == TaskState.PENDING
 
 
 COVERAGE = (
@@ -400,7 +399,7 @@ async def test_the_example_plan_runs_offline_with_the_replay_executor(
     async with run_worker(sandbox="off") as (_, tq):
         h = await start(ts_env, tq, inp)
         result = await asyncio.wait_for(h.result(), 90)
-    assert [t.state for t in result.tasks] == [PlanTaskState.COMPLETED] * 3
+    assert [t.state for t in result.tasks] == [TaskState.COMPLETED] * 3
     assert [t.specialist for t in result.tasks] == [
         "database-implementer",
         "api-designer",
@@ -498,7 +497,7 @@ async def test_the_plan_budget_pauses_its_tasks_until_a_person_grants_more(
     ):
         h = await start(ts_env, tq, inp)
         st = await wait_status(
-            h, lambda s: s.pending is not None and by_id(s)["B"].state == PlanTaskState.PAUSED
+            h, lambda s: s.pending is not None and by_id(s)["B"].state == TaskState.PAUSED
         )
         assert st.pending is not None and (st.pending.task, st.pending.phase) == ("plan", "budget")
         assert "spent $6.00 of $5.00" in st.pending.evidence

@@ -36,7 +36,7 @@ async def test_claude_code_task_commits_each_round_and_adds_up_its_cost(
     settings = Settings(
         data_dir=tmp_path / "data", env_allowlist=["PATH", "HOME", "CLAUDE_CODE_MAX_RETRIES"]
     )
-    checkout = settings.workspaces / wid / "checkout"
+    checkout = settings.folder("workspaces") / wid / "checkout"
     turns = []
     for phase in PHASES:  # per phase: write the artifact, then answer
         turns += [

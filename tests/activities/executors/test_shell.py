@@ -52,7 +52,7 @@ async def test_command_gets_context_file_and_argv_verbatim(
         acts.run_phase, phase_input(repo, [sys.executable, "-c", DUMP_CONTEXT, tricky])
     )
     assert result.outcome == "done" and result.summary == "dumped" and result.round == 2
-    checkout = acts.settings.workspaces / "wf-1" / "checkout"
+    checkout = acts.settings.folder("workspaces") / "wf-1" / "checkout"
     dumped = json.loads((checkout / "out.json").read_text())
     assert result.commit and result.branch == "implflow/wf-1"
     assert branch_log(repo, "wf-1") == ["implflow: implement (round 2)"]
@@ -147,7 +147,7 @@ async def test_a_retried_round_already_committed_is_not_run_again(
     # A new worker (fresh workspace root) retries the same round: the branch remembers it.
     other = ImplActivities(Settings(data_dir=tmp_path / "other-worker"))
     again = await ActivityEnvironment().run(other.run_phase, inp)
-    checkout = other.settings.workspaces / "wf-1" / "checkout"
+    checkout = other.settings.folder("workspaces") / "wf-1" / "checkout"
     assert (checkout / "invocations").read_text() == "x"  # the executor ran once
     assert (again.reused, again.commit, again.summary) == (True, first.commit, first.summary)
     assert branch_log(repo, "wf-1") == ["implflow: implement (round 2)"]
@@ -245,7 +245,7 @@ async def test_record_then_replay_reproduces_the_round(tmp_path: Path, repo: Pat
     script = "open('feature.py', 'w').write('def f():\\n    return 42\\n'); print('wrote f')"
     inp = phase_input(repo, [sys.executable, "-c", script]).model_copy(update={"record": True})
     await ActivityEnvironment().run(recorder.run_phase, inp)
-    cassette = recorder.settings.cassettes / "wf-1"
+    cassette = recorder.settings.folder("cassettes") / "wf-1"
     assert "feature.py" in (cassette / "implement-r2.patch").read_text()
 
     # Replay onto a fresh task (another workflow id) without running any command.

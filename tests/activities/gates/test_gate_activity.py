@@ -142,7 +142,7 @@ async def test_a_verdict_recorded_before_questions_existed_still_asks_a_person(
     """A retried gate may find a record an older worker committed: its shape still reads."""
     repo = copy_example(tmp_path)
     settings = Settings(data_dir=tmp_path / "data")
-    checkout = TaskCheckout(str(repo), "wf-old", settings.workspaces)
+    checkout = TaskCheckout(str(repo), "wf-old", settings.folder("workspaces"))
     start = checkout.sync()
     old_record = {  # what GateVerdict wrote: no questions, no commit
         "phase": "review",
