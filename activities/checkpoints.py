@@ -99,6 +99,8 @@ def attempt_failure(err: BaseException, attempt: int) -> AttemptFailure:
     else:
         kind, message = type(err).__name__, str(err)
     line = re.sub(r"^phase '[^']*': ", "", " ".join(message.split()))
+    # The one line says what went wrong; where its log is, the round's commit already says.
+    line = re.sub(r"; log \S+?\.(?:log|jsonl)(?=;|$)", "", line)
     return AttemptFailure(attempt=attempt, error=f"{kind}: {line}"[:200], usage=usage)
 
 

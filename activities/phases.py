@@ -31,6 +31,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.checkpoints import (
+    NO_RESULT,
     AttemptBeat,
     Checkpointer,
     attempt_failure,
@@ -61,6 +62,7 @@ from implflow.errors import (
 from implflow.layout import ARTIFACT_FILES, GATES_FILE, LOGS_DIR
 from implflow.models import (
     AttemptFailure,
+    AttemptReport,
     GateInput,
     GateResult,
     PhaseInput,
@@ -79,6 +81,8 @@ Beat = Callable[[dict[str, object]], None]
 
 FINAL_CHECKPOINT_S = 60.0
 """How long a failed or cancelled attempt may take to save its final checkpoint."""
+RETRY_REPORT_TIMEOUT_S = 5.0
+"""Bound on telling the workflow a retried attempt started (``_report_retry``)."""
 
 
 class ImplActivities:
@@ -173,6 +177,13 @@ class ImplActivities:
             restore, checkout, key, info.attempt, info.heartbeat_details, beat=beat
         )
         checkpoints = beat.checkpointer = Checkpointer(checkout, key, info.attempt, restored)
+        if info.attempt > 1:
+            lost = checkpoints.failures[-1] if checkpoints.failures else None
+            if lost is not None and lost.error == NO_RESULT:  # killed: the server knows why
+                cause = await _server_last_failure(inp.workflow_id, info.activity_id)
+                if cause:
+                    checkpoints.failures[-1] = lost.model_copy(update={"error": cause})
+            await _report_retry(inp, info.attempt, checkpoints.failures)
         pin = inp.model_copy(update={"earlier_work": restored.note}) if restored.note else inp
         scratch = task_dir(inp.workflow_id, self.settings.folder("workspaces"))
         context_file = scratch / "context" / f"{inp.phase.name}-r{inp.round}.json"
@@ -496,3 +507,37 @@ def _fill(template: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         template = template.replace("{" + key + "}", value)
     return template
+
+
+async def _server_last_failure(workflow_id: str, activity_id: str) -> str | None:
+    """The server's last failure of this (pending) activity: why an attempt that could not
+    say so itself ended (``activity Heartbeat timeout`` after a ``kill -9``)."""
+    try:
+        handle = activity.client().get_workflow_handle(workflow_id)
+        desc = await asyncio.wait_for(handle.describe(), RETRY_REPORT_TIMEOUT_S)
+    except Exception as err:
+        log.warning("could not ask the server why the last attempt ended", error=str(err)[:300])
+        return None
+    for pending in desc.raw_description.pending_activities:
+        if pending.activity_id == activity_id and pending.last_failure.message:
+            cause = " ".join(pending.last_failure.message.split())
+            return f"{NO_RESULT}: {cause}"[:200]
+    return None
+
+
+async def _report_retry(inp: PhaseInput, attempt: int, failures: list[AttemptFailure]) -> None:
+    """Tell the workflow this retried attempt started, and what the earlier ones ran into, so
+    ``status`` and the UI show it while the attempt runs (not only once the round is over).
+    Best effort: a report that cannot be sent is logged, never a reason to fail the attempt.
+    """
+    report = AttemptReport(
+        phase=inp.phase.name,
+        round=inp.round,
+        attempt=attempt,
+        failures=[f.line()[:300] for f in failures][-20:],
+    )
+    try:
+        handle = activity.client().get_workflow_handle(inp.workflow_id)
+        await asyncio.wait_for(handle.signal("attempt_retried", report), RETRY_REPORT_TIMEOUT_S)
+    except Exception as err:
+        log.warning("retry not reported to the workflow", error=str(err)[:300])

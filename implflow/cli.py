@@ -294,6 +294,8 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
     """The whole status for a person: phases, gates, spend, where the work is, what waits."""
     from rich.table import Table
 
+    from implflow.models import PhaseStatusValue
+
     out = console()
     state = _state_of(status, execution)
     ended_early = execution != "running" and state != status.state.value
@@ -324,7 +326,9 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
             p.name,
             p.status.value,
             str(p.rounds),
-            str(p.attempts),
+            f"{p.attempts} (now {p.attempt})"
+            if p.status == PhaseStatusValue.RUNNING and p.attempt > 1
+            else str(p.attempts),
             f"{p.duration_s:.1f}s" if p.duration_s else "",
             gate,
             p.outcome[:60],

@@ -758,7 +758,22 @@ class PhaseStatus(_Record):
     artifacts: list[str] = Field(default_factory=list)
     """Files the phase reported writing (paths in the checkout), e.g. its review or design."""
     failed_attempts: list[str] = Field(default_factory=list)
-    """The last round's failed attempts, one line each (``attempt 1: AgentApiError: ...``)."""
+    """The last round's failed attempts, one line each (``attempt 1: AgentApiError: ...``):
+    while a retry runs, as its attempt reported them (``AttemptReport``)."""
+    attempt: int = 0
+    """The attempt of the last round: the one running, or the one that completed it."""
+
+
+class AttemptReport(_Input):
+    """Signal ``attempt_retried``: a retried attempt of a phase round has started, after
+    these failed ones (sent by that attempt, so ``status`` shows them while it runs)."""
+
+    phase: PhaseName
+    round: int = Field(ge=1, le=10_000)
+    attempt: int = Field(ge=2, le=1_000)
+    failures: list[Annotated[str, StringConstraints(max_length=300)]] = Field(
+        default_factory=list, max_length=20
+    )
 
 
 class Ledger(_Record):

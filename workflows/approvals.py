@@ -85,6 +85,7 @@ class Approvals:
         self.ignored: list[str] = []
         self.strict_gate_answers = False
         """Set by the workflow from its patch; see ``decision_problem``."""
+        self.rejections: dict[str, int] = {}
 
     def open(
         self,
@@ -248,6 +249,18 @@ class Approvals:
                 "approver": decision.approver,
             },
         )
+
+    def count_rejection(self, phase: str, limit: int) -> None:
+        """One more rejection of ``phase``; more than ``limit`` (``approval.max_rejections``)
+        fails the task."""
+        self.rejections[phase] = self.rejections.get(phase, 0) + 1
+        if self.rejections[phase] > limit:
+            raise ApplicationError(
+                f"{phase} was rejected {self.rejections[phase]} times "
+                f"(approval.max_rejections={limit})",
+                type=errors.REJECTION_LIMIT,
+                non_retryable=True,
+            )
 
     def ignore(self, what: str, why: str) -> None:
         """A message that does not fit is dropped, with the reason kept for ``status``."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from implflow import errors
+
 MAX_MESSAGE_CHARS = 1000
 
 
@@ -28,3 +30,19 @@ def failure_message(err: BaseException) -> str:
     """The root cause's message, bounded so it can go into status and history."""
     root = root_failure(err)
     return str(getattr(root, "message", None) or root)[:MAX_MESSAGE_CHARS]
+
+
+def task_failure(
+    err: ActivityError | ApplicationError, phase: str | None, prepared: bool
+) -> ApplicationError:
+    """How the task fails: non-retryable, with the root cause's type (else ``PhaseFailed``)
+    and its message, naming the phase that failed, or ``prepare`` when the task was not
+    prepared yet (the repo, executor and commands check, before any phase ran)."""
+    message = failure_message(err)
+    if not prepared:
+        message = f"prepare failed: {message}"
+    elif phase and isinstance(err, ActivityError):
+        message = f"phase {phase} failed: {message}"
+    return ApplicationError(
+        message, type=failure_type(err) or errors.PHASE_FAILED, non_retryable=True
+    )

@@ -23,7 +23,7 @@ bookkeeping live beside it: ``approvals.py``, ``budget.py``, ``failures.py``, ``
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         AbortSignal,
         ApprovalKind,
         ApproveSignal,
+        AttemptReport,
         DecideInput,
         Decision,
         GateResult,
@@ -56,32 +57,24 @@ with workflow.unsafe.imports_passed_through():
     from workflows import options
     from workflows.approvals import Approvals
     from workflows.budget import BudgetKeeper
-    from workflows.failures import failure_message, failure_type
+    from workflows.failures import failure_message, failure_type, task_failure
     from workflows.messages import (
         MAX_INPUT_BYTES,
         optional_payload_problem,
         parse_payload,
         placeholder_input,
     )
+    from workflows.patches import (
+        PATCH_CANCELLING,
+        PATCH_GATE_DECISIONS,
+        PATCH_GATES_AND_BUDGETS,
+        PATCH_PULL_REQUEST,
+    )
     from workflows.progress import Progress
     from workflows.run_facts import RunFacts
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
 IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
-
-PATCH_GATES_AND_BUDGETS = "gates-and-budgets-v1"
-"""Workflows started before this patch run without gates and budget stops, as they began."""
-PATCH_PULL_REQUEST = "pull-request-v1"
-"""Workflows started before this patch never open a pull request."""
-PATCH_GATE_DECISIONS = "gate-decisions-v1"
-"""Since this patch a failed gate takes waive (with a reason), reject or abort, never a plain
-approve; and a phase whose executor had nothing to do gets no repair rounds (a person decides
-at once: re-running it cannot change the result)."""
-
-PATCH_CANCELLING = "cancelling-state-v1"
-"""Since this patch a cancel request shows ``ImplState=cancelling`` until the executor stops."""
-
-T = TypeVar("T")
 
 
 @workflow.defn(name="ImplementationWorkflow")
@@ -178,7 +171,6 @@ class ImplementationWorkflow:
 
     async def _run_pipeline(self) -> None:
         """Each phase in order; a rejection rewinds (bounded by ``approval.max_rejections``)."""
-        rejections: dict[str, int] = {}
         i = 0
         while i < len(self._pipeline):
             spec = self._pipeline[i]
@@ -194,15 +186,7 @@ class ImplementationWorkflow:
             if rejected is None:
                 i += 1
                 continue
-            rejections[spec.name] = rejections.get(spec.name, 0) + 1
-            limit = self._task.approval.max_rejections
-            if rejections[spec.name] > limit:
-                raise ApplicationError(
-                    f"{spec.name} was rejected {rejections[spec.name]} times "
-                    f"(approval.max_rejections={limit})",
-                    type=errors.REJECTION_LIMIT,
-                    non_retryable=True,
-                )
+            self._approvals.count_rejection(spec.name, self._task.approval.max_rejections)
             self._feedback.append(
                 f"{spec.name} rejected by {rejected.approver}: {rejected.feedback}"
             )
@@ -322,7 +306,9 @@ class ImplementationWorkflow:
         )
         return result
 
-    async def _until_done_or_cancelled(self, handle: workflow.ActivityHandle[T]) -> T:
+    async def _until_done_or_cancelled(
+        self, handle: workflow.ActivityHandle[PhaseResult]
+    ) -> PhaseResult:
         """Await an activity; on a cancel request show ``cancelling`` while its work stops."""
         try:
             return await asyncio.shield(handle)
@@ -409,6 +395,15 @@ class ImplementationWorkflow:
             self._set(TaskState.RUNNING, self._phase)
         self._refresh()
 
+    @workflow.signal
+    def attempt_retried(self, *args: Any) -> None:
+        """Sent by a retried phase attempt as it starts: the attempt and what failed before."""
+        report, problem = parse_payload(AttemptReport, args, 16_000)
+        if report is None:
+            self._approvals.ignore("attempt_retried signal", problem or "malformed")
+        elif self._progress.retrying(report):
+            self._refresh()
+
     @workflow.query
     def status(self) -> TaskStatus:
         return TaskStatus(
@@ -451,16 +446,10 @@ class ImplementationWorkflow:
         workflow.logger.info("task cancelled", extra={"phase": self._phase})
 
     def _failed(self, err: ActivityError | ApplicationError) -> ApplicationError:
-        message = failure_message(err)
-        if not self._run.prepared:  # the repo or executor check, before any phase ran
-            message = f"prepare failed: {message}"
-        elif self._phase and isinstance(err, ActivityError):
-            message = f"phase {self._phase} failed: {message}"
-        self._error = message
+        failure = task_failure(err, self._phase, self._run.prepared)
+        self._error = failure.message
         self._set(TaskState.FAILED, self._phase)
-        return ApplicationError(
-            message, type=failure_type(err) or errors.PHASE_FAILED, non_retryable=True
-        )
+        return failure
 
     def _set(self, state: TaskState, phase: str | None = None) -> None:
         self._state = state

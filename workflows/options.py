@@ -74,3 +74,39 @@ def phase_config(spec: PhaseSpec, after_decision: bool = False) -> ActivityConfi
     if after_decision:
         config["priority"] = AFTER_A_DECISION
     return config
+
+
+# --- the plan's activities (workflows/plan.py) ---------------------------------------------
+
+_GIT_RETRY = RetryPolicy(
+    maximum_attempts=5,
+    initial_interval=timedelta(seconds=5),
+    non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS),
+)
+
+PLAN_PREPARE = ActivityConfig(
+    start_to_close_timeout=timedelta(minutes=5), retry_policy=PREPARE["retry_policy"]
+)
+"""Check the plan's repo, base and specialists; find the tasks an earlier run started."""
+
+TASK_BRANCH = ActivityConfig(start_to_close_timeout=timedelta(minutes=10), retry_policy=_GIT_RETRY)
+"""Create a task's branch from its dependencies' results (a merge)."""
+
+INTEGRATE = ActivityConfig(
+    start_to_close_timeout=timedelta(hours=2),
+    heartbeat_timeout=timedelta(minutes=5),
+    retry_policy=_GIT_RETRY,
+)
+"""Merge the task branches into the plan's branch and test it once more."""
+
+
+def observe_config(wait_s: float) -> ActivityConfig:
+    """Follow the plan's running tasks: a long poll of ``wait_s``, heartbeating, retried
+    without end (read-only, and the plan cannot go on without knowing its tasks)."""
+    return ActivityConfig(
+        start_to_close_timeout=timedelta(seconds=wait_s + 120),
+        heartbeat_timeout=timedelta(seconds=60),
+        retry_policy=RetryPolicy(
+            initial_interval=timedelta(seconds=5), maximum_interval=timedelta(seconds=60)
+        ),
+    )

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import timedelta
 from typing import Any, Literal
 
 from temporalio import workflow
 from temporalio.common import (
-    RetryPolicy,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -58,45 +56,27 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         PlanPending,
         PlanResult,
-        PlanState,
         PlanStatus,
         PlanTask,
         PlanTaskStatus,
-        PlanTotals,
         PreparePlanInput,
         TaskBranchInput,
         TaskRun,
-        child_id,
         plan_table,
-        rank_runs,
-        ranking_evidence,
         specialists_of,
         task_branch,
-        topological_order,
     )
+    from workflows import options
     from workflows.failures import failure_message, failure_type
     from workflows.messages import parse_payload
+    from workflows.plan_book import PlanBook, summarize
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
 IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
 IMPL_PLAN = SearchAttributeKey.for_keyword(PLAN_SEARCH_ATTRIBUTE)
 
 PLAN_TASK_FAILED = "PlanTaskFailed"
-PREPARE_RETRY = RetryPolicy(
-    maximum_attempts=3, non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS)
-)
-GIT_RETRY = RetryPolicy(
-    maximum_attempts=5,
-    initial_interval=timedelta(seconds=5),
-    non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS),
-)
-OBSERVE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5), maximum_interval=timedelta(seconds=60)
-)
-"""Unbounded: a read-only poll, and the plan cannot go on without knowing its tasks."""
 OBSERVE_WAIT_S = 300.0
-_LOST = (TaskState.FAILED, TaskState.CANCELLED, TaskState.BLOCKED)
-"""A task in one of these states will not complete: what depends on it is blocked."""
 MAX_PLAN_BYTES = 1_500_000
 """A plan's input (and its continue-as-new state) stays under Temporal's 2 MB payload limit."""
 
@@ -114,13 +94,12 @@ class PlanWorkflow:
         decoded, self._input_problem = parse_payload(PlanInput, args, MAX_PLAN_BYTES)
         plan = decoded or PlanInput.model_construct(title="(invalid input)", repo="", tasks=[])
         self._plan = plan
-        self._order = topological_order(plan.tasks)
-        self._s = plan.state or PlanState(tasks=[_new_task(plan, t) for t in plan.tasks])
-        self._tasks = {t.id: t for t in self._s.tasks}
+        self._book = PlanBook(plan)
+        self._s = self._book.s
+        self._tasks = self._book.tasks
         self._state = TaskState.RUNNING
         self._stage: Literal["tasks", "integrate", "done"] = "tasks"
         self._shown: tuple[TaskState, str] | None = None
-        self._answer: PlanDecideInput | None = None
         self._integration: IntegrationStatus | None = None
         self._error: str | None = None
         self._observer: asyncio.Task[None] | None = None
@@ -164,7 +143,9 @@ class PlanWorkflow:
             ) from err
         failed = [t.id for t in self._tasks.values() if t.state != TaskState.COMPLETED]
         if failed:
-            self._error = f"not completed: {', '.join(self._describe_failure(i) for i in failed)}"
+            self._error = (
+                f"not completed: {', '.join(self._book.describe_failure(i) for i in failed)}"
+            )
             self._set(TaskState.FAILED)
             raise ApplicationError(self._error, type=PLAN_TASK_FAILED, non_retryable=True)
         self._stage = "done"
@@ -196,48 +177,49 @@ class PlanWorkflow:
                 },
                 children=[r.workflow_id for t in self._tasks.values() for r in t.runs],
             ),
-            start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=PREPARE_RETRY,
+            **options.PLAN_PREPARE,
             summary="prepare: repo, base, specialists, tasks already started",
         )
         self._s.base_commit = prep.base_commit
         # Running or completed tasks of an earlier run are followed; failed ones start again.
-        self._apply([r for r in prep.adopted if not r.closed or r.state == TaskState.COMPLETED])
+        self._book.apply(
+            [r for r in prep.adopted if not r.closed or r.state == TaskState.COMPLETED]
+        )
 
     async def _run_tasks(self) -> None:
         """Start, follow and steer the tasks until each is finished (or the plan stops)."""
         while True:
-            self._take_answer()
-            self._settle()
-            self._check_budget()
+            self._book.take_answer()
+            self._book.settle()
+            self._book.check_budget()
             await self._control_runs()
-            if self._s.stop_reason and not self._open_runs():
+            if self._s.stop_reason and not self._book.open_runs():
                 raise ApplicationError(self._s.stop_reason, type=PLAN_TASK_FAILED)
             if not self._s.stop_reason and not self._s.budget_stopped:
                 await self._start_ready()
-            self._ensure_pending()
+            self._book.ensure_pending()
             self._set(TaskState.AWAITING_APPROVAL if self._s.pending else TaskState.RUNNING)
-            if self._finished():
+            if self._book.finished():
                 return
-            if self._observer is None and self._answer is None and self._history_is_long():
+            if self._observer is None and self._book.answer is None and self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._s.continued += 1
                 workflow.continue_as_new(self._plan.model_copy(update={"state": self._s}))
-            if self._observer is None and self._open_runs():
+            if self._observer is None and self._book.open_runs():
                 self._observer = asyncio.create_task(self._observe(OBSERVE_WAIT_S))
             self._wake = False
             await workflow.wait_condition(lambda: self._wake)
 
     async def _start_ready(self) -> None:
         """Start what may start: dependencies completed, within ``concurrency``, file order."""
-        for task_id in self._order:
+        for task_id in self._book.order:
             task = self._tasks[task_id]
             if task.closed or task.conflict_files or all(r.started for r in task.runs):
                 continue
             deps = [self._tasks[d] for d in task.depends_on]
             if any(d.state != TaskState.COMPLETED for d in deps):
                 continue
-            free = self._plan.concurrency - len(self._open_runs())
+            free = self._plan.concurrency - len(self._book.open_runs())
             if free <= 0:
                 return
             spec = self._plan.task(task_id)
@@ -261,8 +243,7 @@ class PlanWorkflow:
                 sources=sources,
                 base_commit=self._s.base_commit or "HEAD",
             ),
-            start_to_close_timeout=timedelta(minutes=10),
-            retry_policy=GIT_RETRY,
+            **options.TASK_BRANCH,
             summary=f"branch for {task.id}" + (f" from {', '.join(sources)}" if sources else ""),
         )
         if result.conflict_files:
@@ -296,7 +277,7 @@ class PlanWorkflow:
         task.state = TaskState.RUNNING
 
     async def _observe(self, wait_s: float) -> None:
-        runs = self._open_runs()
+        runs = self._book.open_runs()
         try:
             result = await workflow.execute_activity_method(
                 PlanActivities.observe_tasks,
@@ -305,159 +286,18 @@ class PlanWorkflow:
                     known={r.workflow_id: r.fingerprint for r in runs},
                     wait_s=wait_s,
                 ),
-                start_to_close_timeout=timedelta(seconds=wait_s + 120),
-                heartbeat_timeout=timedelta(seconds=60),
-                retry_policy=OBSERVE_RETRY,
+                **options.observe_config(wait_s),
                 summary=f"follow {len(runs)} task(s)",
             )
-            self._apply(result.runs)
+            self._book.apply(result.runs)
         finally:
             self._observer = None
             self._wake = True
 
-    def _apply(self, runs: list[TaskRun]) -> None:
-        """Take in what ``observe_tasks`` saw (or ``prepare_plan`` found)."""
-        by_id = {r.workflow_id: r for t in self._tasks.values() for r in t.runs}
-        for seen in runs:
-            run = by_id.get(seen.workflow_id)
-            if run is None:
-                continue
-            for field in TaskRun.model_fields:
-                if field not in ("candidate", "label"):  # the plan's own, not the task's
-                    setattr(run, field, getattr(seen, field))
-
-    def _settle(self) -> None:
-        """Each task's state from its runs: completed, failed, or waiting for a pick."""
-        for task_id in self._order:
-            task = self._tasks[task_id]
-            started = [r for r in task.runs if r.started]
-            if started:
-                _summarize(task)
-            if task.closed or not started or any(not r.closed for r in task.runs):
-                continue
-            done = rank_runs(task.runs)
-            if not done:
-                cancelled = all(r.state == TaskState.CANCELLED for r in task.runs)
-                task.state = TaskState.CANCELLED if cancelled else TaskState.FAILED
-                task.error = next((r.error for r in task.runs if r.error), None) or "failed"
-                if self._plan.on_failure == "stop" and not self._s.stop_reason:
-                    self._s.stop_reason = f"task {task.id} failed: {task.error}"
-            elif len(task.runs) == 1:
-                self._complete(task, done[0])
-            elif task.picked is None:
-                task.ranking = [r.candidate for r in done]
-                task.state = TaskState.AWAITING_APPROVAL
-                task.waiting = f"a pick among {len(done)} candidates"
-                if self._plan.task(task_id).auto_pick == "best":
-                    self._pick(task, done[0].candidate, "auto_pick: best")
-        # What can no longer run: in dependency order, so blocking reaches every dependent.
-        for task_id in self._order:
-            task = self._tasks[task_id]
-            lost = [d for d in task.depends_on if self._tasks[d].state in _LOST]
-            if task.state == TaskState.PENDING and lost:
-                task.state, task.waiting = TaskState.BLOCKED, None
-                task.error = f"{', '.join(lost)} did not complete"
-
-    def _complete(self, task: PlanTaskStatus, run: TaskRun) -> None:
-        task.state = TaskState.COMPLETED
-        task.branch = run.branch or task_branch(run.workflow_id)
-        task.head_commit = run.head_commit
-        task.waiting = None
-
-    def _pick(self, task: PlanTaskStatus, candidate: int, by: str) -> None:
-        chosen = task.runs[candidate - 1]
-        for run in task.runs:
-            run.label = "picked" if run is chosen else "not picked"
-        task.picked = candidate
-        self._complete(task, chosen)
-        workflow.logger.info("candidate picked", extra={"task": task.id, "candidate": candidate})
-        if by.startswith("auto_pick"):
-            self._s.decisions.append(
-                PlanDecision(
-                    task=task.id,
-                    phase="pick",
-                    decision="approve",
-                    approver=by,
-                    at=workflow.now(),
-                    candidate=candidate,
-                )
-            )
-
-    def _check_budget(self) -> None:
-        cap = self._plan.budget.max_usd_total
-        spent = sum(t.cost_usd for t in self._tasks.values())
-        if cap and not self._s.budget_stopped and spent > cap + self._s.extra_usd:
-            self._s.budget_stopped = True
-            workflow.logger.info("plan budget reached", extra={"spent": spent})
-
-    def _ensure_pending(self) -> None:
-        """Ask a person for the first decision the plan needs, if none is asked already."""
-        if self._s.pending is not None or self._s.stop_reason:
-            return
-        now = workflow.now()
-        if self._s.budget_stopped:
-            cap = (self._plan.budget.max_usd_total or 0) + self._s.extra_usd
-            spent = sum(t.cost_usd for t in self._tasks.values())
-            self._s.pending = PlanPending(
-                task="plan",
-                phase="budget",
-                since=now,
-                options=["approve", "abort"],
-                evidence=f"the plan spent ${spent:.2f} of ${cap:.2f} (budget.max_usd_total); "
-                "its running tasks are paused",
-            )
-            return
-        for task_id in self._order:
-            task = self._tasks[task_id]
-            if task.state == TaskState.AWAITING_APPROVAL and task.picked is None and task.ranking:
-                done = [task.runs[c - 1] for c in task.ranking]
-                others = [r for r in task.runs if r not in done]
-                self._s.pending = PlanPending(
-                    task=task_id,
-                    phase="pick",
-                    since=now,
-                    options=["approve", "abort"],
-                    candidates=list(task.ranking),
-                    evidence=ranking_evidence(task_id, done, others),
-                )
-                return
-            if task.conflict_files:
-                self._s.pending = PlanPending(
-                    task=task_id,
-                    phase="merge",
-                    since=now,
-                    options=["approve", "abort"],
-                    evidence=(
-                        f"merging {task.conflict_with} for {task_id} conflicts in:\n"
-                        + "\n".join(task.conflict_files[:50])
-                        + f"\nresolve it on {task_branch(task.runs[0].workflow_id)}, push, approve"
-                    ),
-                )
-                return
-
-    def _take_answer(self) -> None:
-        """Apply the answer to the pending decision (the ``decide`` update checked it fits)."""
-        msg, pending = self._answer, self._s.pending
-        if msg is None or pending is None:
-            return
-        self._answer, self._s.pending = None, None
-        if msg.decision == "abort":
-            self._s.stop_reason = f"aborted at {msg.phase} of {msg.task} by {msg.approver}"
-            self._s.stop_now = True
-        elif msg.phase == "budget":
-            self._s.extra_usd += msg.budget_usd or self._plan.budget.max_usd_total or 0.0
-            self._s.budget_stopped = False
-        elif msg.phase == "pick" and msg.candidate is not None:
-            self._pick(self._tasks[msg.task], msg.candidate, msg.approver)
-        elif msg.phase == "merge":  # resolved by hand: the branch is taken as it is pushed
-            task = self._tasks[msg.task]
-            task.conflict_files, task.conflict_with, task.waiting = [], None, None
-            task.state = TaskState.PENDING
-
     async def _control_runs(self) -> None:
         """Pause, resume or cancel running tasks as the plan's state asks."""
         halt = self._s.stop_reason is not None
-        for run in self._open_runs():
+        for run in self._book.open_runs():
             sent = self._s.signalled.get(run.workflow_id)
             between_phases = run.state in (TaskState.PAUSED, TaskState.AWAITING_APPROVAL)
             if halt and (self._s.stop_now or between_phases):
@@ -487,16 +327,16 @@ class PlanWorkflow:
             self._observer.cancel()
             self._observer = None
         self._error = self._error or reason
-        for run in self._open_runs():
+        for run in self._book.open_runs():
             await self._send(run.workflow_id, "cancel")
         for _ in range(CANCEL_ROUNDS):
-            if not self._open_runs():
+            if not self._book.open_runs():
                 break
             self._wake = False
             await self._observe(30.0)
         for task in self._tasks.values():
             if task.runs and any(r.started for r in task.runs):
-                _summarize(task)
+                summarize(task)
                 if all(r.closed for r in task.runs) and not task.closed:
                     task.state = TaskState.CANCELLED
         self._refresh()
@@ -510,7 +350,7 @@ class PlanWorkflow:
         spec = self._plan.integrate
         merges = [
             MergeItem(task_id=tid, branch=self._tasks[tid].branch or "")
-            for tid in self._order
+            for tid in self._book.order
             if self._tasks[tid].state == TaskState.COMPLETED and self._tasks[tid].branch
         ]
         left_out: list[str] = []
@@ -527,9 +367,7 @@ class PlanWorkflow:
                     command=spec.command,
                     thresholds=self._plan.thresholds(),
                 ),
-                start_to_close_timeout=timedelta(hours=2),
-                heartbeat_timeout=timedelta(minutes=5),
-                retry_policy=GIT_RETRY,
+                **options.INTEGRATE,
                 summary=f"integrate {len(merges) - len(left_out)} task(s)",
             )
             self._integration = IntegrationStatus(
@@ -564,8 +402,7 @@ class PlanWorkflow:
                     title=self._plan.title,
                     description="\n".join(f"- {t.id}: {t.title}" for t in self._plan.tasks)[:8000],
                 ),
-                start_to_close_timeout=timedelta(minutes=5),
-                retry_policy=PREPARE_RETRY,
+                **options.PULL_REQUEST,
                 summary=f"pull request for {result.branch}",
             )
 
@@ -581,8 +418,8 @@ class PlanWorkflow:
             options=options,
         )
         self._set(TaskState.AWAITING_APPROVAL)
-        await workflow.wait_condition(lambda: self._answer is not None)
-        answer, self._answer, self._s.pending = self._answer, None, None
+        await workflow.wait_condition(lambda: self._book.answer is not None)
+        answer, self._book.answer, self._s.pending = self._book.answer, None, None
         if answer is None:  # unreachable: the wait ended because there is an answer
             raise ApplicationError("decision wait ended without an answer", non_retryable=True)
         if answer.decision == "abort":
@@ -598,18 +435,7 @@ class PlanWorkflow:
 
     @workflow.update
     def decide(self, msg: PlanDecideInput) -> PlanDecision:
-        decision = PlanDecision(
-            task=msg.task,
-            phase=msg.phase,
-            decision=msg.decision,
-            approver=msg.approver,
-            at=workflow.now(),
-            comment=msg.comment,
-            candidate=msg.candidate,
-            budget_usd=msg.budget_usd,
-        )
-        self._s.decisions.append(decision)
-        self._answer = msg
+        decision = self._book.record(msg)
         self._wake = True
         workflow.logger.info(
             "plan decision recorded",
@@ -619,27 +445,9 @@ class PlanWorkflow:
 
     @decide.validator
     def _validate_decide(self, msg: PlanDecideInput) -> None:
-        pending = self._s.pending
-        if pending is None:
-            raise ValueError("the plan is not waiting for a decision")
-        if (msg.task, msg.phase) != (pending.task, pending.phase):
-            raise ValueError(
-                f"the plan waits for {pending.phase} of {pending.task!r}, "
-                f"not {msg.phase} of {msg.task!r}"
-            )
-        if self._answer is not None:
-            raise ValueError("this decision was already taken")
-        if msg.decision not in pending.options:
-            raise ValueError(f"{pending.phase}: decide one of {', '.join(pending.options)}")
-        if pending.phase == "pick" and msg.decision == "approve":
-            if msg.candidate not in pending.candidates:
-                raise ValueError(
-                    f"pick: give a candidate that completed: {pending.candidates} (--candidate)"
-                )
-        elif msg.candidate is not None:
-            raise ValueError("candidate only answers a pick")
-        if msg.budget_usd is not None and pending.phase != "budget":
-            raise ValueError("budget_usd only answers a budget stop")
+        problem = self._book.decision_problem(msg)
+        if problem:
+            raise ValueError(problem)
 
     @workflow.query
     def status(self) -> PlanStatus:
@@ -651,16 +459,6 @@ class PlanWorkflow:
     def _id(self) -> str:
         return workflow.info().workflow_id
 
-    def _open_runs(self) -> list[TaskRun]:
-        return [r for t in self._tasks.values() for r in t.runs if r.started and not r.closed]
-
-    def _finished(self) -> bool:
-        return (
-            self._s.pending is None
-            and not self._open_runs()
-            and all(t.closed for t in self._tasks.values())
-        )
-
     def _history_is_long(self) -> bool:
         info = workflow.info()
         return (
@@ -668,42 +466,8 @@ class PlanWorkflow:
             or info.get_current_history_length() > self._plan.continue_as_new_after
         )
 
-    def _describe_failure(self, task_id: str) -> str:
-        task = self._tasks[task_id]
-        return f"{task_id} ({task.state.value}{': ' + task.error if task.error else ''})"
-
     def _status(self) -> PlanStatus:
-        tasks = list(self._tasks.values())
-        totals = PlanTotals(
-            tasks=len(tasks),
-            pending=sum(t.state == TaskState.PENDING for t in tasks),
-            running=sum(t.state in (TaskState.RUNNING, TaskState.REPAIRING) for t in tasks),
-            waiting=sum(t.state in (TaskState.AWAITING_APPROVAL, TaskState.PAUSED) for t in tasks),
-            completed=sum(t.state == TaskState.COMPLETED for t in tasks),
-            failed=sum(t.state == TaskState.FAILED for t in tasks),
-            blocked=sum(t.state == TaskState.BLOCKED for t in tasks),
-            cancelled=sum(t.state == TaskState.CANCELLED for t in tasks),
-            cost_usd=round(sum(t.cost_usd for t in tasks), 6),
-        )
-        return PlanStatus(
-            plan_id=self._id,
-            title=self._plan.title,
-            state=self._state,
-            stage=self._stage,
-            tasks=tasks,
-            totals=totals,
-            pending=self._s.pending,
-            decisions=self._s.decisions,
-            integration=self._integration,
-            budget_usd_total=(
-                self._plan.budget.max_usd_total + self._s.extra_usd
-                if self._plan.budget.max_usd_total
-                else None
-            ),
-            concurrency=self._plan.concurrency,
-            continued=self._s.continued,
-            error=self._error or self._s.stop_reason,
-        )
+        return self._book.status(self._state, self._stage, self._integration, self._error)
 
     def _set(self, state: TaskState) -> None:
         if (state, self._stage) != self._shown:
@@ -720,52 +484,6 @@ class PlanWorkflow:
 
     def _refresh(self) -> None:
         workflow.set_current_details(plan_table(self._status()))
-
-
-def _new_task(plan: PlanInput, spec: PlanTask) -> PlanTaskStatus:
-    plan_id = workflow.info().workflow_id
-    return PlanTaskStatus(
-        id=spec.id,
-        title=spec.title,
-        specialist=plan.task_input(spec).specialist or "backend-implementer",
-        depends_on=list(spec.depends_on),
-        runs=[
-            TaskRun(workflow_id=child_id(plan_id, spec.id, k, spec.count), candidate=k)
-            for k in range(1, spec.count + 1)
-        ],
-    )
-
-
-def _summarize(task: PlanTaskStatus) -> None:
-    """A running task's phase, state, what it waits for and cost, from its runs."""
-    task.cost_usd = round(sum(r.cost_usd for r in task.runs), 6)
-    open_runs = [r for r in task.runs if r.started and not r.closed]
-    many = len(task.runs) > 1
-    if not open_runs:
-        task.phase = next((r.phase for r in task.runs if r.phase), task.phase)
-        if task.state not in (TaskState.AWAITING_APPROVAL,) and not task.conflict_files:
-            task.waiting = None
-        return
-    states = {r.state for r in open_runs}
-    if TaskState.AWAITING_APPROVAL in states:
-        task.state = TaskState.AWAITING_APPROVAL
-    elif TaskState.REPAIRING in states:
-        task.state = TaskState.REPAIRING
-    elif states == {TaskState.PAUSED}:
-        task.state = TaskState.PAUSED
-    else:
-        task.state = TaskState.RUNNING
-    task.phase = ", ".join(
-        (f"c{r.candidate}: " if many else "") + (r.phase or "starting") for r in open_runs
-    )
-    waiting = next((r for r in open_runs if r.waiting), None)
-    task.waiting = (
-        (f"candidate {waiting.candidate}: " if many else "") + (waiting.waiting or "")
-        if waiting
-        else None
-    )
-    if not many:
-        task.branch = open_runs[0].branch
 
 
 def _retrieved(handle: asyncio.Future[ImplementationResult]) -> None:

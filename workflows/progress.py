@@ -10,6 +10,7 @@ from datetime import datetime
 
 from implflow.layout import ARTIFACT_FILES
 from implflow.models import (
+    AttemptReport,
     GateResult,
     Ledger,
     PendingApproval,
@@ -46,6 +47,7 @@ class Progress:
         p = self.get(name)
         p.status = PhaseStatusValue.RUNNING
         p.rounds += 1
+        p.attempt, p.failed_attempts = 1, []
         p.started_at = now
         p.finished_at = None
         return p.rounds
@@ -59,6 +61,7 @@ class Progress:
         p.commit = result.commit
         p.artifacts = sorted({*p.artifacts, *result.artifacts})[:20]
         p.failed_attempts = result.failed_attempts[-5:]
+        p.attempt = result.attempt
         p.finished_at = now
         p.cost_usd = round(p.cost_usd + result.cost_usd, 6)
         p.tokens += result.tokens
@@ -66,6 +69,15 @@ class Progress:
         self.ledger.tokens += result.tokens
         self.ledger.turns += result.turns
         self.ledger.wall_s = round(self.ledger.wall_s + result.duration_s, 3)
+
+    def retrying(self, report: AttemptReport) -> bool:
+        """A retried attempt of the running round started: show it and what failed before."""
+        p = self.get(report.phase)
+        if p.status != PhaseStatusValue.RUNNING or p.rounds != report.round:
+            return False  # late: that round is over, its own record says what happened
+        p.attempt = max(p.attempt, report.attempt)
+        p.failed_attempts = report.failures[-5:]
+        return True
 
     def gated(self, gate: GateResult) -> None:
         """Record a gate verdict; a failed gate marks the phase failed until it is repaired."""
@@ -114,7 +126,9 @@ class Progress:
             text = f"- {_MARK[p.status]} **{p.name}** — {p.status.value}"
             if p.rounds:
                 text += f", round {p.rounds}"
-            if p.attempts > p.rounds:
+            if p.status == PhaseStatusValue.RUNNING and p.attempt > 1:
+                text += f", attempt {p.attempt}"
+            elif p.attempts > p.rounds:
                 text += f", {p.attempts} attempts"
             if p.duration_s:
                 text += f", {p.duration_s:.1f}s"

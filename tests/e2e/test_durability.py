@@ -10,6 +10,7 @@ appear nowhere: not in history, not in worker logs, not on the branch.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -114,6 +115,9 @@ def test_kill_9_mid_phase_and_a_second_worker_finishes(server: str, tmp_path: Pa
         )
         assert result.returncode == 0, result.stdout + result.stderr
         history = stack.temporal("workflow", "show", "--workflow-id", wid, "-o", "json").stdout
+        status = stack.temporal(
+            "workflow", "query", "--workflow-id", wid, "--type", "status", "-o", "json"
+        ).stdout
     finally:
         for proc in (worker_a, worker_b):
             if proc is not None and proc.poll() is None:
@@ -125,6 +129,13 @@ def test_kill_9_mid_phase_and_a_second_worker_finishes(server: str, tmp_path: Pa
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(orphan.read_text()), signal.SIGKILL)
 
+    # The killed attempt is named with the server's reason, in status and the round record.
+    implement = next(
+        p for p in json.loads(status)["queryResult"][0]["phases"] if p["name"] == "implement"
+    )
+    assert implement["attempt"] == 2
+    assert implement["failed_attempts"][0].startswith("attempt 1: no result"), implement
+    assert "heartbeat" in implement["failed_attempts"][0].lower(), implement
     runs = [line.split() for line in ledger.read_text().splitlines()]
     # Completed phases ran once; implement ran twice: the killed attempt and its retry on B.
     assert [r[0] for r in runs].count("implement") == 2

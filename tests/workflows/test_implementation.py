@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -410,6 +411,57 @@ async def test_failing_command_is_retried_then_fails_the_task(
     assert isinstance(cause, ApplicationError) and cause.type == "PhaseCommandFailed"
     assert "exited 3" in cause.message and "boom" in cause.message
     assert st.state == TaskState.FAILED and st.phases[0].status == PhaseStatusValue.FAILED
+
+
+RETRY_THEN_WAIT = """
+import pathlib, sys, time
+count, release = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+n = int(count.read_text()) if count.exists() else 0
+count.write_text(str(n + 1))
+if n == 0:
+    print("boom: the first attempt fails")
+    sys.exit(3)
+while not release.exists():
+    time.sleep(0.05)
+"""
+
+
+async def test_a_retried_attempt_shows_the_last_failure_while_it_runs(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path, tmp_path: Path
+) -> None:
+    count, release = tmp_path / "count", tmp_path / "release"
+    flaky = task(
+        repo,
+        approval={"after": []},
+        phases=[{"name": "test", "retry": {"maximum_attempts": 3, "initial_interval_s": 1}}],
+        commands={"test": ["python3", "-c", RETRY_THEN_WAIT, str(count), str(release)]},
+    )
+    async with run_worker(sandbox="off") as (_, tq):
+        h = await start(ts_env, tq, flaky)
+        deadline = time.monotonic() + 30
+        while True:  # attempt 2 runs (and waits): its status already says why it is a retry
+            st = await h.query("status", result_type=TaskStatus)
+            if st.phases[0].attempt == 2:
+                break
+            assert time.monotonic() < deadline, st
+            await asyncio.sleep(0.1)
+        phase = st.phases[0]
+        assert phase.status == PhaseStatusValue.RUNNING
+        assert len(phase.failed_attempts) == 1
+        assert phase.failed_attempts[0].startswith("attempt 1: PhaseCommandFailed: ")
+        assert "boom: the first attempt fails" in phase.failed_attempts[0]
+        meta = await h.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        assert "**test** — running, round 1, attempt 2" in meta.current_details
+        assert "retried: attempt 1: PhaseCommandFailed" in meta.current_details
+        # A malformed report is recorded and dropped, never applied.
+        await h.signal("attempt_retried", {"phase": "test", "round": 1, "attempt": 0})
+        release.write_text("go")
+        result = await h.result()
+        st = await h.query("status", result_type=TaskStatus)
+    assert (
+        result.phases[0].attempt == 2 and result.phases[0].failed_attempts == phase.failed_attempts
+    )
+    assert any("attempt_retried signal" in m for m in st.ignored_messages)
 
 
 async def test_pull_request_step_runs_the_configured_command(
