@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ("running", "tasks run per load set-up"),
         ("crash-runs", "kill -9 runs"),
         ("peer-runs", "LangGraph / bare runs"),
+        ("backlog", "parked tasks approved while the running tasks' phases queue"),
     ):
         p.add_argument(f"--{name}", type=int, default=None, help=what)
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
@@ -65,6 +66,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         running=args.running,
         crash_runs=args.crash_runs,
         peer_runs=args.peer_runs,
+        backlog=args.backlog,
     )
 
 

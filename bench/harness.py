@@ -416,10 +416,13 @@ def make_origin(path: Path, *, bare: bool = False) -> Path:
     return path
 
 
-def add_task_branches(origin: Path, count: int, phases: Sequence[str]) -> float:
+def add_task_branches(
+    origin: Path, count: int, phases: Sequence[str], *, pack_refs: bool = False
+) -> float:
     """``count`` finished-looking task branches ``implflow/fill-NNNN`` in ``origin``, each one
-    commit per phase with a round record, written with ``git fast-import`` (no checkout).
-    Returns the seconds it took."""
+    commit per phase with a round record, written with ``git fast-import`` (no checkout),
+    their refs loose (as pushes leave them) or packed (``pack_refs``, as a git server keeps
+    them). Returns the seconds it took."""
     started = time.monotonic()
     base = git(origin, "rev-parse", "refs/heads/main")
     chunks: list[bytes] = []
@@ -447,6 +450,8 @@ def add_task_branches(origin: Path, count: int, phases: Sequence[str]) -> float:
             chunks.append(f"M 100644 inline .implflow/runs/{phase}-r1.json\n".encode())
             data(record)
     git(origin, "fast-import", "--quiet", stdin=b"".join(chunks), timeout_s=300)
+    if pack_refs:
+        git(origin, "pack-refs", "--all")
     return time.monotonic() - started
 
 
@@ -551,6 +556,26 @@ def activity_starts(events: Sequence[HistoryEvent]) -> list[tuple[str, str, int,
             kind, phase, rnd = scheduled.get(attrs_s.scheduled_event_id, ("", "", 0))
             starts.append((kind, phase, rnd, event_time(ev)))
     return starts
+
+
+def phase_waits(events: Sequence[HistoryEvent]) -> list[tuple[str, float, float]]:
+    """``(phase, scheduled at, started at)`` of every phase (or bare step) activity that
+    started: the time between the two is its wait in the task queue for a free slot."""
+    scheduled = {
+        ev.event_id: event_time(ev)
+        for ev in events
+        if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    started = [
+        ev.activity_task_started_event_attributes.scheduled_event_id
+        for ev in events
+        if ev.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    return [
+        (phase, scheduled[sched_id], at)
+        for (_, phase, _, at), sched_id in zip(activity_starts(events), started, strict=True)
+        if phase and sched_id in scheduled
+    ]
 
 
 def signal_times(events: Sequence[HistoryEvent], name: str) -> list[float]:

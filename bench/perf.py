@@ -57,6 +57,7 @@ from bench.harness import (
     make_origin,
     marked_processes,
     outlived_worker,
+    phase_waits,
     round_commits,
     signal_times,
     start_worker,
@@ -95,6 +96,8 @@ class Sizes:
     """Tasks run to completion per ``load`` variant."""
     crash_runs: int = 3
     peer_runs: int = 20
+    backlog: int = 20
+    """Parked tasks approved while the running tasks' phases queue (people first)."""
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -107,6 +110,7 @@ class Sizes:
             running=3,
             crash_runs=1,
             peer_runs=3,
+            backlog=2,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -122,6 +126,7 @@ class Sizes:
             parked=f(self.parked),
             running=f(self.running),
             crash_runs=f(self.crash_runs),
+            backlog=f(self.backlog),
             peer_runs=f(self.peer_runs, 2),
         )
 
@@ -241,6 +246,11 @@ async def overhead_and_branches(b: Bench) -> dict[str, Any]:
     many = make_origin(b.tmp / "origin-many")
     fill_s = add_task_branches(many, b.sizes.extra_branches, PHASES)
     task_many = plain_task(many)
+    # The same branches with their refs packed, as a git server keeps them: git's own
+    # receive-pack reads every loose ref file of the origin on each push.
+    packed = make_origin(b.tmp / "origin-packed")
+    add_task_branches(packed, b.sizes.extra_branches, PHASES, pack_refs=True)
+    task_packed = plain_task(packed)
     singles: dict[str, Path] = {}  # a fresh origin per task: it holds that task's branch only
 
     async def bare() -> tuple[str, float]:
@@ -255,22 +265,26 @@ async def overhead_and_branches(b: Bench) -> dict[str, Any]:
     async def impl_many() -> tuple[str, float]:
         return await run_impl(b.client, task_many, "ovhn")
 
+    async def impl_packed() -> tuple[str, float]:
+        return await run_impl(b.client, task_packed, "ovhp")
+
     kinds: list[tuple[str, Callable[[], Awaitable[tuple[str, float]]]]] = [
         ("bare", bare),
         ("one", impl_one),
         ("many", impl_many),
+        ("packed", impl_packed),
     ]
     for _, fn in kinds:  # warm-up, not counted: first imports, first clones, caches
         await fn()
     times: dict[str, list[float]] = {k: [] for k, _ in kinds}
     wids: dict[str, list[str]] = {k: [] for k, _ in kinds}
     for r in range(b.sizes.rounds):
-        order = kinds[r % 3 :] + kinds[: r % 3]
+        order = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
         for name, fn in order:
             wid, seconds = await fn()
             times[name].append(seconds)
             wids[name].append(wid)
-    body = {name: await activity_bodies(b.client, wids[name]) for name in ("bare", "one", "many")}
+    body = {name: await activity_bodies(b.client, wids[name]) for name, _ in kinds}
     commits_ok = await commits_per_round_ok(many, wids["many"])
     for wid in wids["one"]:
         commits_ok = commits_ok and await commits_per_round_ok(singles[wid], [wid])
@@ -299,9 +313,12 @@ async def overhead_and_branches(b: Bench) -> dict[str, Any]:
         "task_s": {"one_branch": summary(times["one"]), "many_branches": summary(times["many"])},
         "activity_body_ms": {"one_branch": body["one"], "many_branches": body["many"]},
         "growth": ratio_summary(list(zip(times["many"], times["one"], strict=True))),
+        "packed_task_s": summary(times["packed"]),
+        "packed_growth": ratio_summary(list(zip(times["packed"], times["one"], strict=True))),
         "ratio_to_bare": ratio_summary(list(zip(times["many"], times["bare"], strict=True))),
     }
     branches["target_met"] = float(branches["growth"].get("median", 99)) <= 1.10
+    branches["packed_target_met"] = float(branches["packed_growth"].get("median", 99)) <= 1.10
     return {"overhead": overhead, "branches": branches}
 
 
@@ -350,6 +367,18 @@ def impl_latency(events: Sequence[Any]) -> float | None:
     if not signals or not nxt:
         return None
     return nxt[0] - signals[0]
+
+
+def approval_split(events: Sequence[Any], step: str) -> tuple[float, float] | None:
+    """Where approval -> next ``step`` start went: (signal -> the step's activity scheduled,
+    scheduled -> started). The first is the workflow task that takes in the signal (the
+    worker's workflow side); the second is the wait for a free activity slot."""
+    signals = signal_times(events, "approve")
+    nxt = [(sched, at) for phase, sched, at in phase_waits(events) if phase == step]
+    if not signals or not nxt:
+        return None
+    sched, at = nxt[0]
+    return sched - signals[0], at - sched
 
 
 def bare_latency(events: Sequence[Any]) -> float | None:
@@ -447,16 +476,32 @@ async def approve_all(
 
     await bounded(wids, done)
     drained_s = time.monotonic() - sent
-    values = []
+    return {
+        **await approval_figures(b, wids, bare, latency),
+        "signals_sent_s": round(signal_s, 2),
+        "all_done_s": round(drained_s, 2),
+    }
+
+
+async def approval_figures(
+    b: Bench, wids: Sequence[str], bare: bool, latency: Callable[[Sequence[Any]], float | None]
+) -> dict[str, Any]:
+    """Approval -> next step start of each task, and the two parts of it, in ms."""
+    values, to_scheduled, queued = [], [], []
     for wid in wids:
-        value = latency(await history(b.client, wid))
+        events = await history(b.client, wid)
+        value = latency(events)
         if value is not None:
             values.append(value * 1000)
+        split = approval_split(events, "step-1" if bare else APPROVAL_PHASES[1])
+        if split is not None:
+            to_scheduled.append(split[0] * 1000)
+            queued.append(split[1] * 1000)
     return {
         "approvals": len(wids),
         "latency_ms": summary(values, 1),
-        "signals_sent_s": round(signal_s, 2),
-        "all_done_s": round(drained_s, 2),
+        "to_scheduled_ms": summary(to_scheduled, 1),
+        "queued_ms": summary(queued, 1),
     }
 
 
@@ -469,14 +514,18 @@ async def load_variant(
     workers: Sequence[WorkerProc],
     start: Callable[[int], Awaitable[str]],
     origin: Path | None = None,
+    during: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Start ``running`` workflows at once and measure until all are done; with ``origin``,
-    check that each task left exactly one commit per phase round there."""
+    check that each task left exactly one commit per phase round there. ``during`` runs
+    once they are started (its figures go under ``during``)."""
     sampler = Sampler([w.pid for w in workers])
     sampler.start()
     began = time.monotonic()
     wids = await bounded(range(b.sizes.running), start)
+    side = asyncio.ensure_future(during()) if during is not None else None
     durations = await bounded(wids, lambda wid: finished(b.client, wid, timeout_s=900))
+    extra = {"during": await side} if side is not None else {}
     wall = time.monotonic() - began
     await sampler.stop()
     wft_timeouts = wft_failures = retries = 0
@@ -507,7 +556,35 @@ async def load_variant(
         "workflow_task_failures": wft_failures,
         "activity_retries": retries,
         "one_commit_per_round": await commits_per_round_ok(origin, wids) if origin else None,
+        "queued_ms": summary(await queue_waits(b, wids), 1),
+        **extra,
     }
+
+
+async def queue_waits(b: Bench, wids: Sequence[str]) -> list[float]:
+    """How long each phase of ``wids`` waited in the task queue for a slot, in ms."""
+    waits = []
+    for wid in wids:
+        waits += [(at - sched) * 1000 for _, sched, at in phase_waits(await history(b.client, wid))]
+    return waits
+
+
+async def approve_into_backlog(b: Bench, wids: Sequence[str]) -> dict[str, Any]:
+    """Once the running tasks' phases queue for the slots, approve ``wids`` (parked tasks):
+    their next phases are a person's, and go ahead of the queue (task priority)."""
+    await asyncio.sleep(BACKLOG_DELAY_S)
+    await bounded(
+        wids,
+        lambda wid: b.client.get_workflow_handle(wid).signal(
+            "approve", {"phase": "design", "approver": "bench"}
+        ),
+    )
+    await bounded(wids, lambda wid: finished(b.client, wid, timeout_s=600))
+    return await approval_figures(b, wids, bare=False, latency=impl_latency)
+
+
+BACKLOG_DELAY_S = 3.0
+"""After the running tasks start: their phases queue for the 4 slots by then."""
 
 
 async def load_and_burst(b: Bench) -> dict[str, Any]:
@@ -517,7 +594,8 @@ async def load_and_burst(b: Bench) -> dict[str, Any]:
     parked_origin = make_origin(b.tmp / "origin-parked")
     plan_impl, plan_bare = new_id("bench-park"), new_id("bench-parkb")
     parked_at = time.monotonic()
-    parked = await park(b, parked_origin, sizes.parked, plan_impl, bare=False)
+    parked = await park(b, parked_origin, sizes.parked + sizes.backlog, plan_impl, bare=False)
+    parked, backlog = parked[: sizes.parked], parked[sizes.parked :]
     park_s = time.monotonic() - parked_at
     parked_bare = await park(b, parked_origin, sizes.parked, plan_bare, bare=True)
     variants = []
@@ -537,7 +615,11 @@ async def load_and_burst(b: Bench) -> dict[str, Any]:
         async def start(_: int, task: dict[str, Any] = task) -> str:
             return await start_impl(b.client, task, "run")
 
-        variants.append(await load_variant(b, label, workers, start, origin))
+        def into_backlog() -> Awaitable[dict[str, Any]]:
+            return approve_into_backlog(b, backlog)
+
+        people_first = into_backlog if (count, slots) == (1, 4) and backlog else None
+        variants.append(await load_variant(b, label, workers, start, origin, people_first))
     variants = [variants[-1], *variants[:-1]]
     await warm(b, parked_bare)
 
@@ -745,6 +827,16 @@ async def run_all(procs: Processes, tmp: Path, sizes: Sizes) -> dict[str, Any]:
         approval = results.setdefault("approval", {})
         if isinstance(approval, dict) and "error" not in approval:
             approval["burst"] = out.pop("burst")
+            backlog = next(
+                (v.pop("during") for v in out["load"]["variants"] if "during" in v), None
+            )
+            if backlog is not None:
+                default = out["load"]["variants"][0]
+                approval["backlog"] = {
+                    **backlog,
+                    "running": default["running"],
+                    "running_queued_ms": default["queued_ms"],
+                }
         else:
             out.pop("burst")
         return out
