@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import psutil
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
@@ -589,6 +589,19 @@ def signal_times(events: Sequence[HistoryEvent], name: str) -> list[float]:
 
 def count_events(events: Sequence[HistoryEvent], kind: EventType.ValueType) -> int:
     return sum(1 for ev in events if ev.event_type == kind)
+
+
+def sticky_handovers(events: Sequence[HistoryEvent]) -> int:
+    """Workflow-task timeouts that are schedule-to-start on the worker's sticky queue: the
+    worker did not poll it within the sticky timeout (2 s) and the server handed the task to
+    the normal queue. Not a lost workflow task; ``count_events`` counts them as timeouts."""
+    return sum(
+        1
+        for ev in events
+        if ev.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+        and ev.workflow_task_timed_out_event_attributes.timeout_type
+        == TimeoutType.TIMEOUT_TYPE_SCHEDULE_TO_START
+    )
 
 
 # --- figures -------------------------------------------------------------------------------

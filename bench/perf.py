@@ -61,6 +61,7 @@ from bench.harness import (
     round_commits,
     signal_times,
     start_worker,
+    sticky_handovers,
     stop_worker,
     summary,
     wait_until,
@@ -528,10 +529,14 @@ async def load_variant(
     extra = {"during": await side} if side is not None else {}
     wall = time.monotonic() - began
     await sampler.stop()
-    wft_timeouts = wft_failures = retries = 0
+    wft_timeouts = wft_failures = retries = handovers = 0
     for wid in wids:
         events = await history(b.client, wid)
-        wft_timeouts += count_events(events, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
+        handover = sticky_handovers(events)
+        handovers += handover
+        wft_timeouts += (
+            count_events(events, EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT) - handover
+        )
         wft_failures += count_events(events, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED)
         retries += sum(
             1
@@ -553,6 +558,7 @@ async def load_variant(
         "cpu_s_per_task": round(sampler.cpu_s / max(1, len(wids)), 3),
         "host_busy_pct": round(sampler.host_busy_pct, 1),
         "workflow_task_timeouts": wft_timeouts,
+        "sticky_handovers": handovers,
         "workflow_task_failures": wft_failures,
         "activity_retries": retries,
         "one_commit_per_round": await commits_per_round_ok(origin, wids) if origin else None,
