@@ -166,7 +166,8 @@ class ImplActivities:
         )
         key = RoundKey(inp.workflow_id, inp.phase.name, inp.round)
         beat = AttemptBeat(inp.phase.name, inp.round, info.attempt)
-        start = await self._git(checkout.sync, beat=beat)
+        tip = inp.branch_tip if info.attempt == 1 else None  # a retry always fetches
+        start = await self._git(checkout.sync, tip, beat=beat)
         recorded = await self._git(checkout.recorded, key, beat=beat)
         if recorded is not None:
             bound.info("phase round already committed; returning the recorded outcome")
@@ -294,7 +295,7 @@ class ImplActivities:
         )
         checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces"))
         key = RoundKey(inp.workflow_id, inp.phase, inp.round)
-        start = await self._git(checkout.sync)
+        start = await self._git(checkout.sync, inp.branch_tip if info.attempt == 1 else None)
         recorded = await self._git(checkout.recorded_verdict, key)
         if recorded is not None:
             bound.info("gate already recorded; returning its verdict")

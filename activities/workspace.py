@@ -441,14 +441,30 @@ class TaskCheckout:
                 refs[name] = Ref(sha, tree, run.strip())
         return refs
 
-    def sync(self) -> str:
+    def sync(self, tip: str | None = None) -> str:
         """Clone or fetch, then check out the task branch exactly as pushed; returns HEAD.
 
         The working tree is left alone when it already is that commit, clean (files the
         repository ignores, such as caches and environments, stay between rounds). Commits of
         this run that an earlier attempt made but could not push are pushed first.
+
+        ``tip``: the branch's commit as the workflow knows it (the last round's or gate's). A
+        checkout that is already there, clean, fetches nothing: this worker made that commit
+        or fetched it, and only this task's one running activity moves the branch. (Should
+        the origin have moved all the same, the round's push is refused and its retry, which
+        passes no ``tip``, fetches.)
         """
         self._ensure_clone()
+        if tip:
+            head, on_branch, dirty, _ = self._status()
+            if on_branch and head == tip and not dirty:
+                self.state = SyncState(
+                    start=tip,
+                    start_tree=None,
+                    branch_exists=True,
+                    had_gitignore=(self.dir / ".gitignore").exists(),
+                )
+                return tip
         refs = self._fetch()
         tracking = refs.get(f"refs/remotes/origin/{self.branch}")
         base = tracking or refs.get(_BASE_REF)

@@ -378,6 +378,9 @@ class PhaseInput(_Input):
     cassette: str | None = None
     record: bool = False
     specialist: str | None = None
+    branch_tip: str | None = Field(default=None, max_length=64)
+    """The task branch's newest commit as the workflow knows it (the last round's or gate's
+    commit): a first attempt whose checkout is already there fetches nothing."""
     earlier_work: str = Field(default="", max_length=4000)
     """Set by the worker on a retry, never by the workflow: what was restored of the
     interrupted attempts (the agent's prompt includes it)."""
@@ -502,6 +505,8 @@ class GateInput(_Input):
     repository's ``[service]`` or what the gate detects. Placeholders ``{python}``, ``{port}``."""
     service_health_path: str | None = Field(default=None, max_length=200)
     """Readiness path that goes with ``service_command`` (``GateResult.service_health_path``)."""
+    branch_tip: str | None = Field(default=None, max_length=64)
+    """The round's commit: a first attempt whose checkout is already there fetches nothing."""
 
 
 FailureClass = Literal["agent", "environment", "noise"]

@@ -99,6 +99,7 @@ def phase_input(
     feedback: list[str],
     done: list[PhaseStatus],
     budget: Budget,
+    branch_tip: str | None = None,
 ) -> PhaseInput:
     """What one phase round is given: the task, its phase spec, feedback and what came before."""
     return PhaseInput(
@@ -113,6 +114,7 @@ def phase_input(
         previous=[PhaseSummary(name=p.name, round=p.rounds, summary=p.outcome) for p in done],
         command=task.commands.get(spec.name),
         budget=budget,
+        branch_tip=branch_tip,
         cassette=task.cassette,
         record=task.record,
         specialist=task.specialist,

@@ -283,6 +283,7 @@ class ImplementationWorkflow:
             notes,
             done,
             self._budget.for_phase(),
+            self._run.tip,
         )
         try:
             result = await self._until_done_or_cancelled(

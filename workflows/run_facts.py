@@ -64,4 +64,5 @@ class RunFacts:
             baseline=self.baseline,
             service_command=command,
             service_health_path=health,
+            branch_tip=self.tip,
         )

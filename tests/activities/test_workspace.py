@@ -361,6 +361,27 @@ async def test_a_warm_round_fetches_only_its_branch_and_skips_the_reset(
     assert elapsed < 10
 
 
+async def test_a_round_at_the_tip_the_workflow_knows_fetches_nothing(
+    acts: ImplActivities, repo: Path
+) -> None:
+    review = await run_env().run(acts.run_phase, phase_input(repo, None, name="review"))
+    design = phase_input(repo, None, name="design").model_copy(
+        update={"branch_tip": review.commit}
+    )
+    workspace.calls.clear()
+    done = await run_env().run(acts.run_phase, design)
+    calls = dict(workspace.calls)
+    assert "fetch" not in calls and calls.get("push") == 1, calls
+    assert sum(calls.values()) <= 7, calls
+    assert git(repo, "rev-parse", f"{done.commit}^") == review.commit
+    # A tip the checkout is not at (another worker moved on), or a retry: it fetches.
+    for tip, attempt in (("0" * 40, 1), (done.commit, 2)):
+        workspace.calls.clear()
+        again = phase_input(repo, None, name="validate").model_copy(update={"branch_tip": tip})
+        await run_env(attempt=attempt).run(acts.run_phase, again)
+        assert workspace.calls.get("fetch") == 1, (tip, attempt, dict(workspace.calls))
+
+
 def test_git_runs_on_a_pool_sized_to_the_slots(tmp_path: Path) -> None:
     acts = ImplActivities(Settings(data_dir=tmp_path, max_concurrent_activities=16))
     assert acts._pool._max_workers == 18
