@@ -311,7 +311,13 @@ def sandbox_scope(
     network: bool,
 ) -> Iterator[SandboxScope]:
     """Open a scope: until it closes, started programs run sandboxed as ``policy`` says."""
-    scope = SandboxScope(policy, list(writable), list(readable), network)
+    with _entered(SandboxScope(policy, list(writable), list(readable), network)) as scope:
+        yield scope
+
+
+@contextlib.contextmanager
+def _entered(scope: SandboxScope) -> Iterator[SandboxScope]:
+    """``scope`` is the current one until the block ends; then it is closed."""
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -344,12 +350,8 @@ def widened(
         outer.network if network is None else network,
         parent=outer,
     )
-    token = _SCOPE.set(inner)
-    try:
-        yield inner
-    finally:
-        _SCOPE.reset(token)
-        inner.close()
+    with _entered(inner) as scope:
+        yield scope
 
 
 def allow(*, write: Iterable[Path] = (), read: Iterable[Path] = ()) -> None:

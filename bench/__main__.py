@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
-import shlex
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import RESULTS, Processes, machine, sweep_on_sigterm
+from bench.harness import (
+    RESULTS,
+    Processes,
+    end_run,
+    start_results,
+    sweep_on_sigterm,
+    write_results,
+)
 from bench.perf import Sizes, replace_sizes, run_all
 from bench.report import bench_markdown
 
@@ -79,13 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sweep_on_sigterm()
     shown = argv if argv is not None else sys.argv[1:]
-    results: dict[str, Any] = {
-        "command": " ".join(["python -m bench", *(shlex.quote(a) for a in shown)]),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="implflow-bench-"))
-    print(f"scratch: {tmp}", flush=True)
+    results, tmp = start_results("python -m bench", shown, "implflow-bench-")
     began = time.monotonic()
     code = 0
     try:
@@ -98,20 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: every process the bench started was stopped", file=sys.stderr)
         return 130
     finally:
-        results["total_s"] = round(time.monotonic() - began, 1)
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
+        end_run(results, began, tmp, args.keep)
     if any(isinstance(v, dict) and "error" in v for v in results.values()):
         code = 1
     name = args.name or ("bench-quick" if args.quick else "bench")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    table = bench_markdown(results)
-    (args.out / f"{name}.md").write_text(table, encoding="utf-8")
-    print(table)
-    print(
-        f"written: {args.out / name}.json, .md" + (f"; scratch kept in {tmp}" if args.keep else "")
-    )
+    write_results(results, args.out, name, bench_markdown(results), tmp if args.keep else None)
     return code
 
 

@@ -29,15 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
-import json
 import random
 import re
 import shlex
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,17 +56,19 @@ from bench.harness import (
     count_events,
     descends_from,
     duplicate_rounds,
+    end_run,
     files_of,
     history,
     kill_marked,
-    machine,
     make_origin,
     marked_processes,
     outlived_worker,
     round_commits,
+    start_results,
     start_worker,
     summary,
     sweep_on_sigterm,
+    write_results,
 )
 from bench.report import faults_markdown
 from bench.tasks import new_id, phase_command, plain_task, read_ledgers
@@ -592,13 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = [*(argv if argv is not None else sys.argv[1:])]
     if args.seed is None:
         shown += ["--seed", str(seed)]
-    results: dict[str, Any] = {
-        "command": " ".join(["python -m bench.faults", *(shlex.quote(a) for a in shown)]),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix="implflow-faults-"))
-    print(f"scratch: {tmp}", flush=True)
+    results, tmp = start_results("python -m bench.faults", shown, "implflow-faults-")
     began = time.monotonic()
     try:
         with Processes() as procs:
@@ -612,18 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: every process the suite started was stopped", file=sys.stderr)
         return 130
     finally:
-        results["total_s"] = round(time.monotonic() - began, 1)
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n", "utf-8")
-    table = faults_markdown(results)
-    (args.out / f"{args.name}.md").write_text(table, encoding="utf-8")
-    print(table)
-    print(
-        f"written: {args.out / args.name}.json, .md"
-        + (f"; scratch kept in {tmp}" if args.keep else "")
-    )
+        end_run(results, began, tmp, args.keep)
+    kept = tmp if args.keep else None
+    write_results(results, args.out, args.name, faults_markdown(results), kept)
     return 1 if any(r["problem"] for r in results.get("runs", [])) else 0
 
 

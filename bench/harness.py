@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import json
 import math
 import os
 import platform
 import re
+import shlex
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -727,3 +731,36 @@ class Sampler:
     def cpu_s(self) -> float:
         """CPU seconds of the sampled processes and their reaped children (git, executors)."""
         return sum(self._cpu1.get(p, self._cpu0[p]) - self._cpu0[p] for p in self._cpu0)
+
+
+def start_results(
+    program: str, shown: Sequence[str], scratch_prefix: str
+) -> tuple[dict[str, Any], Path]:
+    """The head of a run's results (the command as typed, when, on what) and a fresh
+    scratch directory for it (printed, so a run that is stopped can be looked into)."""
+    results: dict[str, Any] = {
+        "command": " ".join([program, *(shlex.quote(a) for a in shown)]),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=scratch_prefix))
+    print(f"scratch: {tmp}", flush=True)
+    return results, tmp
+
+
+def write_results(
+    results: dict[str, Any], out: Path, name: str, table: str, kept: Path | None
+) -> None:
+    """``<out>/<name>.json`` and ``.md``; the table printed, and where the files are."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / f"{name}.md").write_text(table, encoding="utf-8")
+    print(table)
+    print(f"written: {out / name}.json, .md" + (f"; scratch kept in {kept}" if kept else ""))
+
+
+def end_run(results: dict[str, Any], began: float, tmp: Path, keep: bool) -> None:
+    """The run's wall time into ``results``; its scratch directory removed unless kept."""
+    results["total_s"] = round(time.monotonic() - began, 1)
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
