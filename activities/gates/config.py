@@ -1,7 +1,8 @@
 """The gate configuration in force for a checkout: ``.implflow/gates.toml`` over a preset.
 
 Without a file, the project kind is detected (``pyproject.toml`` / ``setup.py`` /
-``setup.cfg`` → python, ``package.json`` → node) and that kind's preset applies. With one,
+``setup.cfg`` → python, ``package.json`` → node, else ``requirements*.txt`` → python) and
+that kind's preset applies. With one,
 every phase the file names replaces the preset's checks for that phase; the other phases
 keep the preset's, and ``[service]`` keys merge over the preset's guess. The file's schema
 is in ``schema.py``; a file it refuses raises :class:`GateConfigError`.

@@ -14,6 +14,7 @@ or of the wrong kind raises :class:`ReportError` with one line naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -321,8 +322,12 @@ _RANK: Mapping[str, int] = {
 }
 
 
-def parse_sarif(path: Path | str) -> FindingsReport:
+def parse_sarif(path: Path | str, root: Path | None = None) -> FindingsReport:
     """Parse a SARIF 2.1.0 log and count its findings as the tools rated them.
+
+    ``root``: the checkout the tool ran in. A finding's file under it is named relative to
+    it (ruff writes absolute ``file://`` URIs, bandit relative paths), so the feedback and
+    the evidence name ``src/app.py:5``, never the worker's workspace path.
 
     Each finding has a SARIF level: the result's ``level``, else its rule's default level,
     else ``warning`` (SARIF's default); ``none`` counts as ``note``. A finding also has a
@@ -377,7 +382,8 @@ def parse_sarif(path: Path | str) -> FindingsReport:
             if severity is not None:
                 severities[severity] += 1
             rating = severity or level
-            findings.append((min(_RANK[rating], _RANK[level]), _finding_line(rating, result, rule)))
+            line = _finding_line(rating, result, rule, root)
+            findings.append((min(_RANK[rating], _RANK[level]), line))
 
     findings.sort(key=lambda item: item[0])  # stable: keeps the tool's order within a rank
     return FindingsReport(
@@ -450,7 +456,9 @@ def _security_score(value: Any) -> float | None:
     return score if math.isfinite(score) else None
 
 
-def _finding_line(rating: str, result: dict[str, Any], rule: dict[str, Any]) -> str:
+def _finding_line(
+    rating: str, result: dict[str, Any], rule: dict[str, Any], root: Path | None = None
+) -> str:
     """``high B602 app.py:5 subprocess call with shell=True identified, security issue.`` or,
     for a lint finding, ``error F401 app.py:1 `os` imported but unused``."""
     rule_id = result.get("ruleId") or rule.get("id") or "?"
@@ -463,10 +471,22 @@ def _finding_line(rating: str, result: dict[str, Any], rule: dict[str, Any]) -> 
         uri = _obj(physical.get("artifactLocation")).get("uri")
         line = _obj(physical.get("region")).get("startLine")
         if isinstance(uri, str) and uri:
-            where = uri.removeprefix("file://")
+            where = _where(uri, root)
             if isinstance(line, int):
                 where += f":{line}"
     return " ".join(part for part in (rating, str(rule_id), where, str(message)) if part)
+
+
+def _where(uri: str, root: Path | None) -> str:
+    """A finding's file: relative to ``root`` when it lies under it, else as the tool wrote it
+    (without ``file://``)."""
+    where = unquote(uri.removeprefix("file://")) if uri.startswith("file://") else uri
+    if root is None or not where.startswith("/"):
+        return where
+    for base in (root, root.resolve()):
+        with contextlib.suppress(ValueError):
+            return Path(where).relative_to(base).as_posix()
+    return where
 
 
 # --------------------------------------------------------------------------- OpenAPI

@@ -66,11 +66,16 @@ class Preset:
 
 
 def detect_kind(workdir: Path) -> ProjectKind:
-    """python (pyproject.toml, setup.py, setup.cfg), node (package.json), else none."""
+    """python (pyproject.toml, setup.py, setup.cfg), node (package.json), else python for a
+    repository whose only metadata is ``requirements*.txt`` (or ``requirements/*.txt``: the
+    files the task environment installs from), else none."""
     if any((workdir / name).is_file() for name in ("pyproject.toml", "setup.py", "setup.cfg")):
         return "python"
     if (workdir / "package.json").is_file():
         return "node"
+    requirements = [*workdir.glob("requirements*.txt"), *workdir.glob("requirements/*.txt")]
+    if any(path.is_file() for path in requirements):
+        return "python"
     return "none"
 
 

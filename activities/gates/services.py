@@ -20,8 +20,9 @@ Node                 ``npm start`` when ``scripts.start`` exists, else ``node <m
 ==================== ===================================================================
 
 Readiness: a health-looking route the code declares (``/health``, ``/healthz``, ``/ready``,
-…), else for FastAPI its ``/openapi.json``, else a parameterless GET route on the app,
-else ``/``. Every command binds 127.0.0.1 and takes its port from ``{port}`` (and
+…; on the app, or on a Flask ``Blueprint`` / FastAPI ``APIRouter`` in its own module, with
+their literal prefixes), else for FastAPI its ``/openapi.json``, else a parameterless GET
+route, else ``/``. Every command binds 127.0.0.1 and takes its port from ``{port}`` (and
 ``PORT={port}`` in the environment).
 """
 
@@ -82,6 +83,10 @@ _SKIP_PARTS = {
     "site-packages",
 }
 _ASGI = {"FastAPI", "Starlette", "Quart"}
+_ROUTERS = {"Blueprint": "url_prefix", "APIRouter": "prefix"}
+"""Router constructors, and the keyword that gives their prefix."""
+_MOUNTS = {"register_blueprint": "url_prefix", "include_router": "prefix"}
+"""Calls that mount a router on the app, and the keyword of the prefix they add."""
 _WSGI = {"Flask"}
 _FACTORY_NAMES = {
     "create_app",
@@ -175,7 +180,7 @@ def detect_python_service(
             return DetectedService(
                 command=argv,
                 source=f"{app.framework} app {target} ({server})",
-                health_path=_health_path(app, apps),
+                health_path=_health_path(app, apps, _router_routes(workdir)),
                 env=env,
             )
     django = _django(workdir)
@@ -381,10 +386,119 @@ def _app_command(app: _App, declared: frozenset[str]) -> tuple[list[str], str] |
     return None
 
 
-def _health_path(app: _App, apps: list[_App]) -> str:
+def _health_path(app: _App, apps: list[_App], routed: list[str]) -> str:
     routes = [r for a in apps for r in (a.routes if a.file == app.file else [])]
     routes += [r for a in apps if a.file != app.file for r in a.routes]
+    routes += [r for r in routed if r not in routes]
     return _best_path(routes, fastapi=app.framework == "FastAPI")
+
+
+def _router_routes(workdir: Path) -> list[str]:
+    """GET paths declared on routers in their own modules (a Flask ``Blueprint``, a FastAPI
+    ``APIRouter``), with the router's prefix and the one the app mounts it with.
+
+    The application factory often declares no route itself (Flask's own tutorial registers
+    blueprints): without these, readiness would wait on ``/``, which such an app answers
+    with 404. Only paths that are certain count: a router the app mounts exactly once (or
+    always with the same literal prefix), found by its module and name (``routes.api``, or
+    a bare name only one module declares). A router never mounted, mounted on another
+    router, or with a prefix that is not a string literal is left out: its paths are unknown.
+    """
+    declared: list[tuple[str, str, str]] = []  # (module, router, path with its own prefix)
+    mounts: list[tuple[str | None, str, str | None, str | None]] = []
+    # ^ (qualifier: ``routes`` of ``routes.api``, router name, prefix, what it is mounted on)
+    words = (*_ROUTERS, *_MOUNTS)
+    for path, text in _python_files(workdir):
+        if not any(word in text for word in words):
+            continue
+        try:
+            tree = ast.parse(text, filename=str(path))
+        except (SyntaxError, ValueError):
+            continue
+        module = path.parent.name if path.stem == "__init__" else path.stem
+        prefixes = _router_prefixes(tree)
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            func = node.func
+            if func.attr in _MOUNTS and node.args:
+                mounted = node.args[0]
+                qualifier = (
+                    _last_name(mounted.value) if isinstance(mounted, ast.Attribute) else None
+                )
+                name = _last_name(mounted)
+                if name is not None:
+                    prefix = _keyword(node, _MOUNTS[func.attr])
+                    mounts.append((qualifier, name, prefix, _last_name(func.value)))
+                continue
+            if func.attr not in _ROUTE_METHODS or not isinstance(func.value, ast.Name):
+                continue
+            own = prefixes.get(func.value.id, None)
+            first = node.args[0] if node.args else None
+            if own is None or not isinstance(first, ast.Constant):
+                continue
+            if isinstance(first.value, str):
+                declared.append((module, func.value.id, _joined(own, first.value)))
+    routers = {(module, name) for module, name, _ in declared}
+    names = [name for _, name in routers]
+    routes: list[str] = []
+    for module, name, route in declared:
+        found = [
+            (prefix, on)
+            for qualifier, mounted, prefix, on in mounts
+            if mounted == name
+            and (qualifier == module or (qualifier is None and names.count(name) == 1))
+        ]
+        mounted_with = {prefix for prefix, _ in found}
+        if len(mounted_with) != 1 or any(on in names for _, on in found):
+            continue  # never mounted, mounted with different prefixes, or inside a router
+        mount = mounted_with.pop()
+        full = _joined(mount, route) if mount is not None else ""
+        if _PLAIN_PATH.match(full) and full not in routes:
+            routes.append(full)
+    return routes
+
+
+def _router_prefixes(tree: ast.Module) -> dict[str, str | None]:
+    """Module-level routers and their own prefix (``None``: not a string literal)."""
+    found: dict[str, str | None] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign) or node.value is None:
+            continue
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        value = node.value
+        if isinstance(target, ast.Name) and isinstance(value, ast.Call):
+            keyword = _ROUTERS.get(_called(value))
+            if keyword is not None:
+                found[target.id] = _keyword(value, keyword)
+    return found
+
+
+def _keyword(call: ast.Call, name: str) -> str | None:
+    """A call's keyword argument ``name`` as a string: ``""`` when absent, ``None`` when it is
+    not a string literal."""
+    for keyword in call.keywords:
+        if keyword.arg == name:
+            value = keyword.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                return value.value
+            if isinstance(value, ast.Constant) and value.value is None:
+                return ""
+            return None
+    return ""
+
+
+def _last_name(node: ast.expr) -> str | None:
+    """``api`` for ``api`` and ``routes.api`` alike."""
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else None
+
+
+def _joined(prefix: str, path: str) -> str:
+    if not prefix:
+        return path
+    return prefix.rstrip("/") + "/" + path.lstrip("/")
 
 
 def _best_path(routes: list[str], fastapi: bool = False) -> str:

@@ -365,9 +365,7 @@ async def test_a_round_at_the_tip_the_workflow_knows_fetches_nothing(
     acts: ImplActivities, repo: Path
 ) -> None:
     review = await run_env().run(acts.run_phase, phase_input(repo, None, name="review"))
-    design = phase_input(repo, None, name="design").model_copy(
-        update={"branch_tip": review.commit}
-    )
+    design = phase_input(repo, None, name="design").model_copy(update={"branch_tip": review.commit})
     workspace.calls.clear()
     done = await run_env().run(acts.run_phase, design)
     calls = dict(workspace.calls)

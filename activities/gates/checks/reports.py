@@ -77,7 +77,7 @@ def judge_sarif(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> Gat
     SARIF levels (error/warning/note); a lint error is never reported as a high finding.
     """
     report = evidence.report_file()
-    findings = parse_sarif(report)
+    findings = parse_sarif(report, root=ctx.workdir)
     max_findings = ctx.limit(check, "max_findings")
     max_high = ctx.limit(check, "max_high")
     max_errors = ctx.limit(check, "max_errors")

@@ -58,6 +58,29 @@ def test_python_preset_detected_without_a_config_file(todo_repo: Path) -> None:
     assert config.checks_for("no-such-phase") == []
 
 
+@pytest.mark.parametrize("requirements", ["requirements.txt", "requirements/base.txt"])
+def test_a_repository_with_only_requirements_files_is_python(
+    tmp_path: Path, requirements: str
+) -> None:
+    # No pyproject.toml, setup.py or setup.cfg: the requirements files are its metadata (the
+    # task environment installs them), so the Python preset applies, not "no checks at all".
+    assert detect_kind(tmp_path) == "none"
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "notes.md").write_text("not a requirements file\n")
+    assert detect_kind(tmp_path) == "none"
+    (tmp_path / requirements).write_text("flask==3.1.3\n")
+    (tmp_path / "src" / "svc").mkdir(parents=True)
+    (tmp_path / "src" / "svc" / "__init__.py").write_text("")
+    assert detect_kind(tmp_path) == "python"
+    config = load_gate_config(tmp_path)
+    assert (config.source, config.kind) == ("preset:python", "python")
+    tests = config.checks_for("test")[0]
+    assert tests.argv is not None and "--source=src/svc" in tests.argv
+    assert tests.env == {"PYTHONPATH": "src"}
+    (tmp_path / "package.json").write_text("{}")  # a package.json still says node
+    assert detect_kind(tmp_path) == "node"
+
+
 def test_node_preset_in_the_same_shape(tmp_path: Path) -> None:
     package = {
         "name": "api",

@@ -320,6 +320,16 @@ def test_sarif_from_real_ruff(ruff_sarif: Path) -> None:
     assert any("linted.py:7" in line and "S307" in line for line in report.top)
 
 
+def test_sarif_findings_are_named_relative_to_the_checkout(ruff_sarif: Path) -> None:
+    # ruff writes absolute file:// URIs; a finding in feedback names the file in the repo.
+    assert any(f"{ruff_sarif.parent}/linted.py:7" in line for line in parse_sarif(ruff_sarif).top)
+    report = parse_sarif(ruff_sarif, root=ruff_sarif.parent)
+    assert any(line.startswith("error S307 linted.py:7 ") for line in report.top), report.top
+    assert not any(str(ruff_sarif.parent) in line for line in report.top)
+    elsewhere = parse_sarif(ruff_sarif, root=ruff_sarif.parent / "src")  # not under it: as is
+    assert any(f"{ruff_sarif.parent}/linted.py:7" in line for line in elsewhere.top)
+
+
 @pytest.fixture(scope="module")
 def bandit_sarif(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("bandit", reason="bandit is the Python preset's security scanner")

@@ -113,6 +113,154 @@ def test_flask_app_under_the_declared_wsgi_server(
     assert found.health_path == "/ping"
 
 
+def test_flask_factory_with_its_routes_on_blueprints(tmp_path: Path) -> None:
+    # Flask's own tutorial shape: the factory declares no route, the blueprints do.
+    write_tree(
+        tmp_path,
+        {
+            "requirements.txt": "flask\ngunicorn\n",
+            "src/shop/__init__.py": """
+                from flask import Flask
+
+                from shop import admin, routes
+
+                def create_app():
+                    app = Flask(__name__)
+                    app.register_blueprint(routes.api)
+                    app.register_blueprint(admin.bp, url_prefix="/admin")
+                    return app
+            """,
+            "src/shop/routes.py": """
+                from flask import Blueprint
+
+                api = Blueprint("api", __name__, url_prefix="/v1")
+
+                @api.get("/items")
+                def items():
+                    return []
+
+                @api.get("/healthz")
+                def health():
+                    return {}
+            """,
+            "src/shop/admin.py": """
+                from flask import Blueprint
+
+                bp = Blueprint("admin", __name__)
+
+                @bp.route("/health")
+                def health():
+                    return {}
+            """,
+        },
+    )
+    found = detect_python_service(tmp_path, frozenset({"gunicorn"}))
+    assert found is not None
+    assert found.command[-1] == "shop:create_app()"
+    assert found.env["PYTHONPATH"] == "src"
+    # Both prefixes count: the blueprint's own and the one it is registered with.
+    assert found.health_path == "/admin/health"
+    admin = tmp_path / "src" / "shop" / "admin.py"
+    admin.write_text(admin.read_text().replace("/health", "/status-page"))
+    assert detect_python_service(tmp_path).health_path == "/v1/healthz"  # type: ignore[union-attr]
+    # A prefix that is not a literal: those paths are unknown, and not guessed.
+    init = tmp_path / "src" / "shop" / "__init__.py"
+    init.write_text(
+        init.read_text().replace(
+            "app.register_blueprint(routes.api)",
+            "app.register_blueprint(routes.api, url_prefix=PREFIX)",
+        )
+    )
+    assert detect_python_service(tmp_path).health_path == "/admin/status-page"  # type: ignore[union-attr]
+
+
+def test_a_fastapi_router_health_route_beats_the_schema(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": PYPROJECT,
+            "svc/__init__.py": "",
+            "svc/main.py": """
+                from fastapi import FastAPI
+
+                from svc import ops
+
+                app = FastAPI()
+                app.include_router(ops.router, prefix="/ops")
+            """,
+            "svc/ops.py": """
+                from fastapi import APIRouter
+
+                router = APIRouter()
+
+                @router.get("/health")
+                def health():
+                    return {}
+            """,
+            "svc/client.py": """
+                import httpx
+
+                def fetch(session):
+                    return session.get("/health")  # not a route: no router receives it
+            """,
+        },
+    )
+    found = detect_python_service(tmp_path)
+    assert found is not None and found.health_path == "/ops/health"
+    (tmp_path / "svc" / "main.py").write_text(
+        "from fastapi import FastAPI\nfrom svc import ops\n"
+        "app = FastAPI()\napp.include_router(ops.router, prefix=settings.PREFIX)\n"
+    )
+    assert detect_python_service(tmp_path).health_path == "/openapi.json"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("main", "health"),
+    [
+        # Each module's `router`, told apart by its module.
+        (
+            'app.include_router(users.router, prefix="/users")\n'
+            'app.include_router(ops.router, prefix="/ops")\n',
+            "/ops/health",
+        ),
+        # A bare name two modules declare: which one is meant is not known.
+        ('app.include_router(router, prefix="/ops")\n', "/openapi.json"),
+        # Never mounted: the route is not served.
+        ('app.include_router(users.router, prefix="/users")\n', "/openapi.json"),
+        # Mounted on another router, whose own mount is what counts: not followed.
+        (
+            "users.router.include_router(ops.router)\napp.include_router(users.router)\n",
+            "/openapi.json",
+        ),
+    ],
+)
+def test_router_paths_count_only_when_their_mount_is_certain(
+    tmp_path: Path, main: str, health: str
+) -> None:
+    router = """
+        from fastapi import APIRouter
+
+        router = APIRouter()
+
+        @router.get("/health")
+        def health():
+            return {}
+    """
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": PYPROJECT,
+            "svc/__init__.py": "",
+            "svc/main.py": "from fastapi import FastAPI\nfrom svc import ops, users\n"
+            "app = FastAPI()\n" + main,
+            "svc/ops.py": router,
+            "svc/users.py": router.replace("/health", "/"),
+        },
+    )
+    found = detect_python_service(tmp_path)
+    assert found is not None and found.health_path == health
+
+
 def test_aiohttp_factory_and_django_manage_py(tmp_path: Path) -> None:
     aio = write_tree(
         tmp_path / "aio",
