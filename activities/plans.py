@@ -12,7 +12,9 @@ its tasks through their ``status`` queries); its methods are the activities:
 - ``observe_tasks``       — long poll: return as soon as one of the running tasks changed
                             (state, phase, what it waits for, cost) or closed, with its result;
 - ``integrate_plan``      — merge the task branches in dependency order into
-                            ``implflow/plan/<plan>``, then run the repository's tests once more.
+                            ``implflow/plan/<plan>``, then run the repository's tests once more;
+- ``open_plan_pull_request`` — run the worker's pull-request command in a checkout of
+                            ``implflow/plan/<plan>`` as pushed (``{branch}`` is that branch).
 
 Merges never conflict on implflow's own records (``.implflow/``): every task writes the same
 file names there, so the branch being merged into keeps its own (a merge driver that keeps
@@ -35,10 +37,18 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.phases import _fill as fill_placeholders
 from activities.process import run_process, scrubbed_env
 from activities.specialists import list_specialists
 from activities.workspace import IDENTITY, GitError, check_repo, git, origin_url
-from implflow.errors import GATE_CONFIG_INVALID, GIT_FAILED, INVALID_INPUT, REPO_UNAVAILABLE
+from implflow.errors import (
+    EXECUTOR_UNAVAILABLE,
+    GATE_CONFIG_INVALID,
+    GIT_FAILED,
+    INVALID_INPUT,
+    PULL_REQUEST_FAILED,
+    REPO_UNAVAILABLE,
+)
 from implflow.layout import GATES_FILE, IMPLFLOW_DIR, REPORTS_DIR
 from implflow.models import Decision, ImplementationResult, TaskState, TaskStatus
 from implflow.plans import (
@@ -46,6 +56,7 @@ from implflow.plans import (
     IntegrateResult,
     ObserveInput,
     ObserveResult,
+    PlanPullRequestInput,
     PreparePlanInput,
     PreparePlanResult,
     TaskBranchInput,
@@ -189,6 +200,7 @@ class PlanActivities:
             self.prepare_task_branch,
             self.observe_tasks,
             self.integrate_plan,
+            self.open_plan_pull_request,
         ]
 
     def _checkout(self, repo: str, plan_id: str, purpose: str) -> PlanCheckout:
@@ -362,6 +374,61 @@ class PlanActivities:
                 "evidence": evidence,
             }
         )
+
+    @activity.defn(name="open_plan_pull_request")
+    async def open_plan_pull_request(self, inp: PlanPullRequestInput) -> str:
+        """Run ``IMPLFLOW_PR_COMMAND`` in a checkout of the integration branch as pushed;
+        returns its last output line (placeholders as for a task, ``{workflow_id}`` = plan)."""
+        command = self.settings.pr_command
+        if not command:
+            raise ApplicationError(
+                "integrate.pull_request was asked for but this worker has no "
+                'IMPLFLOW_PR_COMMAND (e.g. ["gh", "pr", "create", "--head", "{branch}", '
+                '"--title", "{title}", "--body", "{description}"])',
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            )
+        checkout = self._checkout(inp.repo, inp.plan_id, "pull-request")
+        await _git(checkout.fetch)
+        tip = await _git(checkout.tip, inp.branch)
+        if tip is None:
+            raise ApplicationError(
+                f"pull request: branch {inp.branch} is not in {inp.repo}",
+                type=REPO_UNAVAILABLE,
+                non_retryable=True,
+            )
+        await _git(checkout.start, inp.branch, tip)
+        values = {
+            "branch": inp.branch,
+            "title": inp.title,
+            "description": inp.description,
+            "workflow_id": inp.plan_id,
+        }
+        # Each placeholder fills one argv element: plan text never becomes shell syntax.
+        argv = [fill_placeholders(part, values) for part in command]
+        try:
+            result = await run_process(
+                argv,
+                cwd=checkout.dir,
+                env=scrubbed_env(self.settings.env_allowlist, {}),
+                log_path=checkout.dir.parent / "pull-request.log",
+                timeout_s=240,
+                heartbeat=activity.heartbeat,
+            )
+        except FileNotFoundError:
+            raise ApplicationError(
+                f"IMPLFLOW_PR_COMMAND: {command[0]!r} is not installed on this worker",
+                type=EXECUTOR_UNAVAILABLE,
+                non_retryable=True,
+            ) from None
+        if result.returncode != 0:
+            raise ApplicationError(
+                f"pull request command exited {result.returncode}: {result.tail[-300:]}",
+                type=PULL_REQUEST_FAILED,
+            )
+        log.info("plan pull request opened", plan_id=inp.plan_id, branch=inp.branch)
+        lines = result.tail.strip().splitlines()
+        return lines[-1][:500] if lines else ""
 
     async def _test(
         self, checkout: PlanCheckout, inp: IntegrateInput

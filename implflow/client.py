@@ -717,7 +717,8 @@ class PlanClient(ImplflowClient):
     async def list_plans(self, limit: int = 50) -> list[dict[str, Any]]:
         """Plans, newest first: id, state, stage, start time."""
         rows: list[dict[str, Any]] = []
-        query = f"WorkflowType = '{PLAN_WORKFLOW_TYPE}'"
+        # One row per plan: the runs a plan continued-as-new from are history, not plans.
+        query = f"WorkflowType = '{PLAN_WORKFLOW_TYPE}' AND ExecutionStatus != 'ContinuedAsNew'"
         async for wf in self.client.list_workflows(query, limit=limit):
             sa = wf.search_attributes
             impl_state = (sa.get("ImplState") or [None])[0]

@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         PlanDecisionPhase,
         PlanInput,
         PlanPending,
+        PlanPullRequestInput,
         PlanResult,
         PlanStatus,
         PlanTask,
@@ -82,6 +83,11 @@ MAX_PLAN_BYTES = 1_500_000
 
 CANCEL_ROUNDS = 20
 """Observations (of up to 30 s each) spent waiting for cancelled tasks to close."""
+
+PATCH_PLAN_PULL_REQUEST = "plan-pull-request-v1"
+"""Since this patch the plan's pull request is opened by ``open_plan_pull_request``, in a
+checkout of ``implflow/plan/<id>``; before it, the task activity ran it on a checkout of a
+branch named after the plan id (the plan's base, not its result)."""
 
 
 @workflow.defn(name="PlanWorkflow")
@@ -393,18 +399,33 @@ class PlanWorkflow:
                 self._integration.accepted_by = answer.approver
             break
         if spec.pull_request:
-            self._integration.pull_request = await workflow.execute_activity_method(
-                ImplActivities.open_pull_request,
-                PullRequestInput(
-                    workflow_id=self._id,
-                    repo=self._plan.repo,
-                    branch=result.branch,
-                    title=self._plan.title,
-                    description="\n".join(f"- {t.id}: {t.title}" for t in self._plan.tasks)[:8000],
-                ),
-                **options.PULL_REQUEST,
-                summary=f"pull request for {result.branch}",
-            )
+            description = "\n".join(f"- {t.id}: {t.title}" for t in self._plan.tasks)[:8000]
+            if workflow.patched(PATCH_PLAN_PULL_REQUEST):
+                self._integration.pull_request = await workflow.execute_activity_method(
+                    PlanActivities.open_plan_pull_request,
+                    PlanPullRequestInput(
+                        plan_id=self._id,
+                        repo=self._plan.repo,
+                        branch=result.branch,
+                        title=self._plan.title,
+                        description=description,
+                    ),
+                    **options.PULL_REQUEST,
+                    summary=f"pull request for {result.branch}",
+                )
+            else:  # a plan started before the patch: as it began
+                self._integration.pull_request = await workflow.execute_activity_method(
+                    ImplActivities.open_pull_request,
+                    PullRequestInput(
+                        workflow_id=self._id,
+                        repo=self._plan.repo,
+                        branch=result.branch,
+                        title=self._plan.title,
+                        description=description,
+                    ),
+                    **options.PULL_REQUEST,
+                    summary=f"pull request for {result.branch}",
+                )
 
     async def _ask(
         self, task: str, phase: PlanDecisionPhase, evidence: str, options: list[str]

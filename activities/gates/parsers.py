@@ -19,7 +19,7 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET  # types and ParseError only; parsing uses defusedxml
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -322,12 +322,15 @@ _RANK: Mapping[str, int] = {
 }
 
 
-def parse_sarif(path: Path | str, root: Path | None = None) -> FindingsReport:
+def parse_sarif(
+    path: Path | str, root: Path | None = None, only: Collection[str] | None = None
+) -> FindingsReport:
     """Parse a SARIF 2.1.0 log and count its findings as the tools rated them.
 
     ``root``: the checkout the tool ran in. A finding's file under it is named relative to
     it (ruff writes absolute ``file://`` URIs, bandit relative paths), so the feedback and
-    the evidence name ``src/app.py:5``, never the worker's workspace path.
+    the evidence name ``src/app.py:5``, never the worker's workspace path. ``only``: count
+    just the findings in these files (paths relative to ``root``), e.g. those a task changed.
 
     Each finding has a SARIF level: the result's ``level``, else its rule's default level,
     else ``warning`` (SARIF's default); ``none`` counts as ``note``. A finding also has a
@@ -373,6 +376,8 @@ def parse_sarif(path: Path | str, root: Path | None = None) -> FindingsReport:
             if not isinstance(result, dict):
                 raise ReportError(path, f"runs[{index}].results has an entry that is not an object")
             if result.get("kind", "fail") != "fail" or _suppressed(result):
+                continue
+            if only is not None and _finding_file(result, root) not in only:
                 continue
             rule = _rule_of(result, rules, rules_by_id)
             total += 1
@@ -475,6 +480,16 @@ def _finding_line(
             if isinstance(line, int):
                 where += f":{line}"
     return " ".join(part for part in (rating, str(rule_id), where, str(message)) if part)
+
+
+def _finding_file(result: dict[str, Any], root: Path | None) -> str | None:
+    """The file of a finding's first location, named as ``_where`` names it."""
+    for location in _list(result.get("locations"))[:1]:
+        physical = _obj(_obj(location).get("physicalLocation"))
+        uri = _obj(physical.get("artifactLocation")).get("uri")
+        if isinstance(uri, str) and uri:
+            return _where(uri, root)
+    return None
 
 
 def _where(uri: str, root: Path | None) -> str:

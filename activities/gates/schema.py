@@ -136,6 +136,10 @@ class CheckConfig(_Strict):
     thresholds: CheckLimits = Field(default_factory=CheckLimits)
     setup: bool = False
     """A setup step (e.g. ``npm ci``): when it fails, the environment failed, not the agent."""
+    scope: Literal["all", "changed"] = "all"
+    """SARIF: ``changed`` counts only the findings in files the task changed against its base
+    commit (a lint run over a repository that was not clean before the task: the agent answers
+    for what it touched); ``all`` every finding. Without a base commit: ``all``."""
 
     @field_validator("name")
     @classmethod

@@ -283,6 +283,35 @@ async def test_cancelling_the_plan_cancels_its_running_tasks(
     assert by_id(status)["B"].state == TaskState.PENDING
 
 
+SHOW_CHECKOUT = (
+    "import glob, subprocess, sys\n"
+    "head = subprocess.run(['git', 'rev-parse', '--abbrev-ref', 'HEAD'], capture_output=True,"
+    " text=True).stdout.strip()\n"
+    "print('opening')\n"
+    "print(head, *sys.argv[1:], *sorted(glob.glob('*.txt')))\n"
+)
+
+
+async def test_the_pull_request_is_opened_on_a_checkout_of_the_integration_branch(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "trace.jsonl"
+    inp = plan(
+        repo,
+        [shell_task("A", log), shell_task("B", log, ("A",))],
+        integrate={"pull_request": True},
+    )
+    command = [sys.executable, "-c", SHOW_CHECKOUT, "{branch}", "{title}", "{workflow_id}"]
+    async with run_worker(sandbox="off", pr_command=command) as (_, tq):
+        h = await start(ts_env, tq, inp)
+        result = await asyncio.wait_for(h.result(), 60)
+    branch = f"implflow/plan/{h.id}"
+    assert result.integration is not None
+    # The command's last line: the checkout's branch, its arguments, the tasks' files there.
+    assert result.integration.pull_request == f"{branch} {branch} Diamond {h.id} A.txt B.txt"
+    assert git(repo, "branch", "--list", f"implflow/{h.id}") == ""  # no branch of the plan id
+
+
 COVERAGE = (
     "import sys, pathlib\n"
     "pathlib.Path('coverage.xml').write_text("

@@ -30,7 +30,7 @@ from activities.gates.checks.reports import (
     judge_exists,
     judge_junit,
     judge_openapi,
-    judge_sarif,
+    judge_sarif_scoped,
 )
 from activities.gates.checks.review import judge_review
 from activities.gates.checks.service import judge_service
@@ -67,7 +67,7 @@ def in_thread(judge: FileJudge) -> Judge:
 JUDGES: Mapping[CheckFormat, CheckKind] = {
     "junit": CheckKind(in_thread(judge_junit)),
     "cobertura": CheckKind(in_thread(judge_cobertura)),
-    "sarif": CheckKind(in_thread(judge_sarif)),
+    "sarif": CheckKind(judge_sarif_scoped),
     "openapi": CheckKind(in_thread(judge_openapi)),
     "exists": CheckKind(in_thread(judge_exists)),
     "review": CheckKind(in_thread(judge_review)),

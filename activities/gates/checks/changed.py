@@ -16,7 +16,7 @@ from activities.gates.schema import CheckConfig
 from implflow.layout import REPORTS_DIR
 from implflow.models import GateCheck, GateFigure
 
-__all__ = ["GIT_TIMEOUT_S", "judge_changed"]
+__all__ = ["GIT_TIMEOUT_S", "changed_files", "judge_changed"]
 
 GIT_TIMEOUT_S = 60.0
 
@@ -29,12 +29,10 @@ async def judge_changed(check: CheckConfig, ctx: GateContext, evidence: Evidence
         return skipped(check, rule, "skipped: no base_ref given to diff against")
     if ctx.base_ref.startswith("-") or not ctx.base_ref.strip():
         return failed(check, f"base_ref {ctx.base_ref!r} is not a git revision")
-    code, diff = await _git(ctx.workdir, "diff", "--name-only", ctx.base_ref, "--")
-    if code != 0:
-        return failed(check, f"git diff against {ctx.base_ref!r} failed: {last_line(diff)}")
-    code2, untracked = await _git(ctx.workdir, "ls-files", "--others", "--exclude-standard")
-    changed = set(diff.splitlines()) | (set(untracked.splitlines()) if code2 == 0 else set())
-    changed = {path for path in changed if not path.startswith(REPORTS_DIR + "/")}
+    try:
+        changed = await _changed(ctx.workdir, ctx.base_ref)
+    except _DiffFailed as err:
+        return failed(check, f"git diff against {ctx.base_ref!r} failed: {err}")
     hits = sorted(p for p in wanted if p in changed)
     figures: dict[str, GateFigure] = {"changed_files": len(changed), "matched": ", ".join(hits)}
     summary = (
@@ -43,6 +41,30 @@ async def judge_changed(check: CheckConfig, ctx: GateContext, evidence: Evidence
         else f"none of {', '.join(wanted)} changed since {ctx.base_ref[:12]}"
     )
     return judged(check, bool(hits), summary, figures, rule, None)
+
+
+class _DiffFailed(Exception):
+    pass
+
+
+async def changed_files(ctx: GateContext) -> set[str] | None:
+    """Files that differ from ``base_ref`` (committed, staged or untracked; the gate's reports
+    aside), or ``None`` when there is no usable base to compare with."""
+    if ctx.base_ref is None or ctx.base_ref.startswith("-") or not ctx.base_ref.strip():
+        return None
+    try:
+        return await _changed(ctx.workdir, ctx.base_ref)
+    except _DiffFailed:
+        return None
+
+
+async def _changed(workdir: Path, base_ref: str) -> set[str]:
+    code, diff = await _git(workdir, "diff", "--name-only", base_ref, "--")
+    if code != 0:
+        raise _DiffFailed(last_line(diff))
+    code2, untracked = await _git(workdir, "ls-files", "--others", "--exclude-standard")
+    changed = set(diff.splitlines()) | (set(untracked.splitlines()) if code2 == 0 else set())
+    return {path for path in changed if not path.startswith(REPORTS_DIR + "/")}
 
 
 async def _git(workdir: Path, *args: str) -> tuple[int, str]:

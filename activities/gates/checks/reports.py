@@ -8,15 +8,24 @@ runner turns into a failed check ("unusable report").
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from activities.gates.checks.changed import changed_files
 from activities.gates.context import Evidence, GateContext
 from activities.gates.parsers import parse_cobertura, parse_junit, parse_openapi, parse_sarif
 from activities.gates.results import failed, judged
 from activities.gates.schema import CheckConfig
 from implflow.models import GateCheck, GateFigure
 
-__all__ = ["judge_cobertura", "judge_exists", "judge_junit", "judge_openapi", "judge_sarif"]
+__all__ = [
+    "judge_cobertura",
+    "judge_exists",
+    "judge_junit",
+    "judge_openapi",
+    "judge_sarif",
+    "judge_sarif_scoped",
+]
 
 
 def judge_junit(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> GateCheck:
@@ -69,7 +78,15 @@ def judge_cobertura(check: CheckConfig, ctx: GateContext, evidence: Evidence) ->
     return judged(check, passed, summary, figures, rule, ctx.rel(report))
 
 
-def judge_sarif(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> GateCheck:
+async def judge_sarif_scoped(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> GateCheck:
+    """``judge_sarif`` over the files the check's ``scope`` names (changed ones, or all)."""
+    only = await changed_files(ctx) if check.scope == "changed" else None
+    return await asyncio.to_thread(judge_sarif, check, ctx, evidence, only)
+
+
+def judge_sarif(
+    check: CheckConfig, ctx: GateContext, evidence: Evidence, only: set[str] | None = None
+) -> GateCheck:
     """At most ``max_high`` security-high findings (0 unless another limit is set), at most
     ``max_errors`` findings the tool rates ``error``, and ``max_findings`` in all.
 
@@ -77,7 +94,7 @@ def judge_sarif(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> Gat
     SARIF levels (error/warning/note); a lint error is never reported as a high finding.
     """
     report = evidence.report_file()
-    findings = parse_sarif(report, root=ctx.workdir)
+    findings = parse_sarif(report, root=ctx.workdir, only=only)
     max_findings = ctx.limit(check, "max_findings")
     max_high = ctx.limit(check, "max_high")
     max_errors = ctx.limit(check, "max_errors")
@@ -108,6 +125,9 @@ def judge_sarif(check: CheckConfig, ctx: GateContext, evidence: Evidence) -> Gat
             summary += f"; first: {findings.top[0]}"
     else:
         summary = f"{findings.tool}: {findings.total} findings, {findings.high} high"
+    if only is not None:
+        summary += f" (in the {len(only)} files changed since {str(ctx.base_ref)[:12]})"
+        rules.append("in changed files")
     rule = ", ".join(rules)
     return judged(check, not problems, summary, figures, rule, ctx.rel(report), findings.top)
 

@@ -328,6 +328,10 @@ def test_sarif_findings_are_named_relative_to_the_checkout(ruff_sarif: Path) -> 
     assert not any(str(ruff_sarif.parent) in line for line in report.top)
     elsewhere = parse_sarif(ruff_sarif, root=ruff_sarif.parent / "src")  # not under it: as is
     assert any(f"{ruff_sarif.parent}/linted.py:7" in line for line in elsewhere.top)
+    # Only the files a task changed: the others' findings are not counted.
+    assert parse_sarif(ruff_sarif, root=ruff_sarif.parent, only={"other.py"}).total == 0
+    mine = parse_sarif(ruff_sarif, root=ruff_sarif.parent, only={"linted.py"})
+    assert mine.total == report.total > 0
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,29 @@ async def test_validate_gate_finds_a_planted_high_severity_issue(todo_repo: Path
     assert check(verdict, "bandit").figures["high"] == 0
 
 
+async def test_lint_counts_what_the_task_changed_not_the_repository_as_it_was(
+    todo_repo: Path,
+) -> None:
+    # The target came with a lint finding of its own (an unused import), committed.
+    write(todo_repo, "todo_service/legacy.py", '"""Old code."""\n\nimport os\n')
+    git(todo_repo, "add", "-A")
+    git(todo_repo, "commit", "-qm", "legacy")
+    base = git(todo_repo, "rev-parse", "HEAD")
+    verdict = await gate("validate", todo_repo, base_ref=base)
+    ruff = check(verdict, "ruff")
+    assert ruff.passed, ruff.summary  # not the task's to fix
+    assert "changed since" in ruff.summary and "in changed files" in ruff.threshold
+    # A finding in a file the task touched is the task's.
+    write(todo_repo, "todo_service/new.py", '"""New code."""\n\nimport sys\n')
+    verdict = await gate("validate", todo_repo, round=2, base_ref=base)
+    ruff = check(verdict, "ruff")
+    assert not ruff.passed and ruff.figures["total"] == 1, ruff.summary
+    assert "todo_service/new.py" in ruff.summary and "legacy.py" not in ruff.summary
+    # Without a base commit every finding counts.
+    verdict = await gate("validate", todo_repo, round=3)
+    assert check(verdict, "ruff").figures["total"] == 2
+
+
 async def test_design_gate_needs_a_valid_contract(todo_repo: Path) -> None:
     write(todo_repo, ".implflow/design.md", "# Design\n\nA todo API.\n")
     verdict = await gate("design", todo_repo)
