@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import options
     from workflows.failures import failure_message, failure_type
     from workflows.messages import parse_payload
+    from workflows.patches import PATCH_PLAN_PARALLEL_STARTS, PATCH_PLAN_PULL_REQUEST
     from workflows.plan_book import PlanBook, summarize
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
@@ -83,11 +84,6 @@ MAX_PLAN_BYTES = 1_500_000
 
 CANCEL_ROUNDS = 20
 """Observations (of up to 30 s each) spent waiting for cancelled tasks to close."""
-
-PATCH_PLAN_PULL_REQUEST = "plan-pull-request-v1"
-"""Since this patch the plan's pull request is opened by ``open_plan_pull_request``, in a
-checkout of ``implflow/plan/<id>``; before it, the task activity ran it on a checkout of a
-branch named after the plan id (the plan's base, not its result)."""
 
 
 @workflow.defn(name="PlanWorkflow")
@@ -217,7 +213,30 @@ class PlanWorkflow:
             await workflow.wait_condition(lambda: self._wake)
 
     async def _start_ready(self) -> None:
-        """Start what may start: dependencies completed, within ``concurrency``, file order."""
+        """Start what may start: dependencies completed, within ``concurrency``, file order;
+        the branches of a batch are prepared side by side, then its tasks start together."""
+        if not workflow.patched(PATCH_PLAN_PARALLEL_STARTS):
+            return await self._start_ready_one_by_one()
+        while batch := self._book.ready(self._plan.concurrency - len(self._book.open_runs())):
+            ready = await asyncio.gather(*(self._branch_ready(t, s, d) for t, s, d, _ in batch))
+            await asyncio.gather(
+                *(
+                    self._start_child(spec, task, run)
+                    for (task, spec, _, runs), ok in zip(batch, ready, strict=True)
+                    if ok
+                    for run in runs
+                )
+            )
+            if all(ready):  # else a conflict left slots free: fill them with the next ones
+                return
+
+    async def _branch_ready(
+        self, task: PlanTaskStatus, spec: PlanTask, deps: list[PlanTaskStatus]
+    ) -> bool:
+        return task.start_commit is not None or await self._prepare_branch(task, spec, deps)
+
+    async def _start_ready_one_by_one(self) -> None:
+        """Before ``plan-parallel-starts-v1``: one branch, then one child, at a time."""
         for task_id in self._book.order:
             task = self._tasks[task_id]
             if task.closed or task.conflict_files or all(r.started for r in task.runs):

@@ -190,6 +190,26 @@ class PlanBook:
             task.conflict_files, task.conflict_with, task.waiting = [], None, None
             task.state = TaskState.PENDING
 
+    def ready(
+        self, free: int
+    ) -> list[tuple[PlanTaskStatus, PlanTask, list[PlanTaskStatus], list[TaskRun]]]:
+        """The tasks that may start now, in file order, with the runs that fit in ``free``
+        slots: dependencies completed, no conflict waiting for a person."""
+        batch = []
+        for task_id in self.order:
+            if free <= 0:
+                break
+            task = self.tasks[task_id]
+            if task.closed or task.conflict_files or all(r.started for r in task.runs):
+                continue
+            deps = [self.tasks[d] for d in task.depends_on]
+            if any(d.state != TaskState.COMPLETED for d in deps):
+                continue
+            runs = [r for r in task.runs if not r.started][:free]
+            free -= len(runs)
+            batch.append((task, self.plan.task(task_id), deps, runs))
+        return batch
+
     def open_runs(self) -> list[TaskRun]:
         return [r for t in self.tasks.values() for r in t.runs if r.started and not r.closed]
 

@@ -3,7 +3,9 @@
 A diamond (A; B and C after A; D after both) whose task D has two candidates and a person's
 pick, on the time-skipping server with the real activities and the shell executor. As with
 ``record.py``: an existing recording is kept (``--all`` re-records), because a history made by
-an older version is what proves a change is still replay-compatible.
+an older version is what proves a change is still replay-compatible. ``--name NAME`` records
+``plans/NAME.json`` (workflow id ``replay-plan-NAME``) beside the others: one recording per
+patched behaviour (``diamond``: before ``plan-parallel-starts-v1``; ``diamond-parallel``: after).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from implflow.settings import Settings
 from implflow.worker import build_worker
 from tests.helpers import git_repo
 
-TARGET = Path(__file__).parent / "plans" / "diamond.json"
+NAME = sys.argv[sys.argv.index("--name") + 1] if "--name" in sys.argv else "diamond"
+TARGET = Path(__file__).parent / "plans" / f"{NAME}.json"
 WRITE = "import pathlib, sys; pathlib.Path(sys.argv[1] + '.txt').write_text(sys.argv[1])"
 
 
@@ -66,7 +69,7 @@ async def main() -> None:
             tq = f"record-{uuid.uuid4().hex[:8]}"
             async with build_worker(env.client, Settings(data_dir=Path(tmp) / "data"), tq):
                 h = await env.client.start_workflow(
-                    "PlanWorkflow", plan, id="replay-plan-diamond", task_queue=tq
+                    "PlanWorkflow", plan, id=f"replay-plan-{NAME}", task_queue=tq
                 )
                 for _ in range(600):
                     st = await h.query("status", result_type=PlanStatus)
