@@ -40,7 +40,8 @@ from activities.checkpoints import (
     restore,
 )
 from activities.executors import ExecutionContext, ExecutionOutcome, ExecutorRegistry
-from activities.process import HEARTBEAT_CADENCE_S, CheckoutLock, run_process, scrubbed_env
+from activities.process import HEARTBEAT_CADENCE_S, CheckoutLock
+from activities.pull_request import open_pull_request, pr_command
 from activities.sandbox import SandboxPolicy
 from activities.workspace import (
     GitError,
@@ -57,7 +58,6 @@ from implflow.errors import (
     GIT_FAILED,
     GIT_PUSH_FAILED,
     PHASE_TIMEOUT,
-    PULL_REQUEST_FAILED,
 )
 from implflow.layout import ARTIFACT_FILES, GATES_FILE, LOGS_DIR
 from implflow.models import (
@@ -393,41 +393,13 @@ class ImplActivities:
     @activity.defn(name="open_pull_request")
     async def open_pull_request(self, inp: PullRequestInput) -> str:
         """Run ``IMPLFLOW_PR_COMMAND`` in the task's checkout; returns its last output line."""
-        command = self.settings.pr_command
-        if not command:
-            raise ApplicationError(
-                "pull_request was asked for but this worker has no IMPLFLOW_PR_COMMAND "
-                '(e.g. ["gh", "pr", "create", "--head", "{branch}", "--title", "{title}", '
-                '"--body", "{description}"])',
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            )
+        command = pr_command(self.settings, "pull_request")
         checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces"))
         await self._git(checkout.sync)
-        values = {
-            "branch": inp.branch,
-            "title": inp.title,
-            "description": inp.description,
-            "workflow_id": inp.workflow_id,
-        }
-        # Each placeholder fills one argv element: task text never becomes shell syntax.
-        argv = [_fill(part, values) for part in command]
-        result = await run_process(
-            argv,
-            cwd=checkout.dir,
-            env=scrubbed_env(self.settings.env_allowlist, {}),
-            log_path=task_dir(inp.workflow_id, self.settings.folder("workspaces"))
-            / "pull-request.log",
-            timeout_s=240,
-            heartbeat=activity.heartbeat,
+        scratch = task_dir(inp.workflow_id, self.settings.folder("workspaces"))
+        return await open_pull_request(
+            command, inp, checkout.dir, scratch / "pull-request.log", self.settings
         )
-        if result.returncode != 0:
-            raise ApplicationError(
-                f"pull request command exited {result.returncode}: {result.tail[-300:]}",
-                type=PULL_REQUEST_FAILED,
-            )
-        lines = result.tail.strip().splitlines()
-        return lines[-1][:500] if lines else ""
 
     @activity.defn(name="send_reminder")
     async def send_reminder(self, inp: ReminderInput) -> None:
@@ -501,13 +473,6 @@ def _relative(path: str, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return path
-
-
-def _fill(template: str, values: dict[str, str]) -> str:
-    """Replace ``{name}`` placeholders; any other brace text stays as it is."""
-    for key, value in values.items():
-        template = template.replace("{" + key + "}", value)
-    return template
 
 
 async def _server_last_failure(workflow_id: str, activity_id: str) -> str | None:

@@ -37,26 +37,23 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.phases import _fill as fill_placeholders
 from activities.process import run_process, scrubbed_env
+from activities.pull_request import open_pull_request, pr_command
 from activities.specialists import list_specialists
 from activities.workspace import IDENTITY, GitError, check_repo, git, origin_url
 from implflow.errors import (
-    EXECUTOR_UNAVAILABLE,
     GATE_CONFIG_INVALID,
     GIT_FAILED,
     INVALID_INPUT,
-    PULL_REQUEST_FAILED,
     REPO_UNAVAILABLE,
 )
 from implflow.layout import GATES_FILE, IMPLFLOW_DIR, REPORTS_DIR
-from implflow.models import Decision, ImplementationResult, TaskState, TaskStatus
+from implflow.models import Decision, ImplementationResult, PullRequestInput, TaskState, TaskStatus
 from implflow.plans import (
     IntegrateInput,
     IntegrateResult,
     ObserveInput,
     ObserveResult,
-    PlanPullRequestInput,
     PreparePlanInput,
     PreparePlanResult,
     TaskBranchInput,
@@ -376,19 +373,11 @@ class PlanActivities:
         )
 
     @activity.defn(name="open_plan_pull_request")
-    async def open_plan_pull_request(self, inp: PlanPullRequestInput) -> str:
+    async def open_plan_pull_request(self, inp: PullRequestInput) -> str:
         """Run ``IMPLFLOW_PR_COMMAND`` in a checkout of the integration branch as pushed;
-        returns its last output line (placeholders as for a task, ``{workflow_id}`` = plan)."""
-        command = self.settings.pr_command
-        if not command:
-            raise ApplicationError(
-                "integrate.pull_request was asked for but this worker has no "
-                'IMPLFLOW_PR_COMMAND (e.g. ["gh", "pr", "create", "--head", "{branch}", '
-                '"--title", "{title}", "--body", "{description}"])',
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            )
-        checkout = self._checkout(inp.repo, inp.plan_id, "pull-request")
+        returns its last output line (``inp.workflow_id`` is the plan's id)."""
+        command = pr_command(self.settings, "integrate.pull_request")
+        checkout = self._checkout(inp.repo, inp.workflow_id, "pull-request")
         await _git(checkout.fetch)
         tip = await _git(checkout.tip, inp.branch)
         if tip is None:
@@ -398,37 +387,10 @@ class PlanActivities:
                 non_retryable=True,
             )
         await _git(checkout.start, inp.branch, tip)
-        values = {
-            "branch": inp.branch,
-            "title": inp.title,
-            "description": inp.description,
-            "workflow_id": inp.plan_id,
-        }
-        # Each placeholder fills one argv element: plan text never becomes shell syntax.
-        argv = [fill_placeholders(part, values) for part in command]
-        try:
-            result = await run_process(
-                argv,
-                cwd=checkout.dir,
-                env=scrubbed_env(self.settings.env_allowlist, {}),
-                log_path=checkout.dir.parent / "pull-request.log",
-                timeout_s=240,
-                heartbeat=activity.heartbeat,
-            )
-        except FileNotFoundError:
-            raise ApplicationError(
-                f"IMPLFLOW_PR_COMMAND: {command[0]!r} is not installed on this worker",
-                type=EXECUTOR_UNAVAILABLE,
-                non_retryable=True,
-            ) from None
-        if result.returncode != 0:
-            raise ApplicationError(
-                f"pull request command exited {result.returncode}: {result.tail[-300:]}",
-                type=PULL_REQUEST_FAILED,
-            )
-        log.info("plan pull request opened", plan_id=inp.plan_id, branch=inp.branch)
-        lines = result.tail.strip().splitlines()
-        return lines[-1][:500] if lines else ""
+        log_path = checkout.dir.parent / "pull-request.log"
+        opened = await open_pull_request(command, inp, checkout.dir, log_path, self.settings)
+        log.info("plan pull request opened", plan_id=inp.workflow_id, branch=inp.branch)
+        return opened
 
     async def _test(
         self, checkout: PlanCheckout, inp: IntegrateInput

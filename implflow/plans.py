@@ -643,14 +643,6 @@ class IntegrateResult(_Record):
     evidence: str = ""
 
 
-class PlanPullRequestInput(_Input):
-    plan_id: str
-    repo: str
-    branch: str
-    title: str
-    description: str
-
-
 PlanInput.model_rebuild()
 
 

@@ -39,7 +39,6 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     # Models and pure helpers: pydantic classes must be the same objects inside the sandbox.
-    from activities.phases import ImplActivities
     from activities.plans import PlanActivities
     from implflow import WORKFLOW_TYPE, errors
     from implflow.models import ImplementationResult, PauseSignal, PullRequestInput, TaskState
@@ -55,7 +54,6 @@ with workflow.unsafe.imports_passed_through():
         PlanDecisionPhase,
         PlanInput,
         PlanPending,
-        PlanPullRequestInput,
         PlanResult,
         PlanStatus,
         PlanTask,
@@ -237,21 +235,11 @@ class PlanWorkflow:
 
     async def _start_ready_one_by_one(self) -> None:
         """Before ``plan-parallel-starts-v1``: one branch, then one child, at a time."""
-        for task_id in self._book.order:
-            task = self._tasks[task_id]
-            if task.closed or task.conflict_files or all(r.started for r in task.runs):
-                continue
-            deps = [self._tasks[d] for d in task.depends_on]
-            if any(d.state != TaskState.COMPLETED for d in deps):
-                continue
-            free = self._plan.concurrency - len(self._book.open_runs())
-            if free <= 0:
-                return
-            spec = self._plan.task(task_id)
-            if task.start_commit is None and not await self._prepare_branch(task, spec, deps):
-                continue
-            for run in [r for r in task.runs if not r.started][:free]:
-                await self._start_child(spec, task, run)
+        while batch := self._book.ready(self._plan.concurrency - len(self._book.open_runs())):
+            task, spec, deps, runs = batch[0]
+            if await self._branch_ready(task, spec, deps):  # else: a conflict, skipped next
+                for run in runs:
+                    await self._start_child(spec, task, run)
 
     async def _prepare_branch(
         self, task: PlanTaskStatus, spec: PlanTask, deps: list[PlanTaskStatus]
@@ -419,32 +407,22 @@ class PlanWorkflow:
             break
         if spec.pull_request:
             description = "\n".join(f"- {t.id}: {t.title}" for t in self._plan.tasks)[:8000]
-            if workflow.patched(PATCH_PLAN_PULL_REQUEST):
-                self._integration.pull_request = await workflow.execute_activity_method(
-                    PlanActivities.open_plan_pull_request,
-                    PlanPullRequestInput(
-                        plan_id=self._id,
-                        repo=self._plan.repo,
-                        branch=result.branch,
-                        title=self._plan.title,
-                        description=description,
-                    ),
-                    **options.PULL_REQUEST,
-                    summary=f"pull request for {result.branch}",
-                )
-            else:  # a plan started before the patch: as it began
-                self._integration.pull_request = await workflow.execute_activity_method(
-                    ImplActivities.open_pull_request,
-                    PullRequestInput(
-                        workflow_id=self._id,
-                        repo=self._plan.repo,
-                        branch=result.branch,
-                        title=self._plan.title,
-                        description=description,
-                    ),
-                    **options.PULL_REQUEST,
-                    summary=f"pull request for {result.branch}",
-                )
+            # Before the patch the task's activity ran it, on a checkout of the plan's base.
+            patched = workflow.patched(PATCH_PLAN_PULL_REQUEST)
+            opener = "open_plan_pull_request" if patched else "open_pull_request"
+            self._integration.pull_request = await workflow.execute_activity(
+                opener,
+                PullRequestInput(
+                    workflow_id=self._id,
+                    repo=self._plan.repo,
+                    branch=result.branch,
+                    title=self._plan.title,
+                    description=description,
+                ),
+                result_type=str,
+                **options.PULL_REQUEST,
+                summary=f"pull request for {result.branch}",
+            )
 
     async def _ask(
         self, task: str, phase: PlanDecisionPhase, evidence: str, options: list[str]
