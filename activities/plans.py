@@ -211,13 +211,7 @@ class PlanActivities:
         await _git(checkout.fetch)
         base = head
         if inp.base:
-            base = await _git(checkout.tip, inp.base)
-            if base is None:
-                raise ApplicationError(
-                    f"base: branch {inp.base!r} is not in {inp.repo}",
-                    type=REPO_UNAVAILABLE,
-                    non_retryable=True,
-                )
+            base = await _required_tip(checkout, inp.base, "base")
         if base is None:
             raise ApplicationError(
                 f"repo: {inp.repo} has no commit to start from",
@@ -247,7 +241,7 @@ class PlanActivities:
         existing = [await _git(checkout.tip, b) for b in inp.branches]
         if all(existing):  # prepared before (a retry, or an earlier run of this plan)
             return TaskBranchResult(start_commit=existing[0])
-        tips = [await _required_tip(checkout, source, inp.task_id) for source in inp.sources]
+        tips = [await _required_tip(checkout, s, f"task {inp.task_id}") for s in inp.sources]
         start = tips[0] if tips else inp.base_commit
         if len(tips) > 1:
             await _git(checkout.start, "implflow-stack", tips[0])
@@ -379,13 +373,7 @@ class PlanActivities:
         command = pr_command(self.settings, "integrate.pull_request")
         checkout = self._checkout(inp.repo, inp.workflow_id, "pull-request")
         await _git(checkout.fetch)
-        tip = await _git(checkout.tip, inp.branch)
-        if tip is None:
-            raise ApplicationError(
-                f"pull request: branch {inp.branch} is not in {inp.repo}",
-                type=REPO_UNAVAILABLE,
-                non_retryable=True,
-            )
+        tip = await _required_tip(checkout, inp.branch, "pull request")
         await _git(checkout.start, inp.branch, tip)
         log_path = checkout.dir.parent / "pull-request.log"
         opened = await open_pull_request(command, inp, checkout.dir, log_path, self.settings)
@@ -469,12 +457,12 @@ def _last_decision(decisions: list[Decision]) -> str | None:
     return f"{last.phase} {last.decision} by {last.approver}" if last else None
 
 
-async def _required_tip(checkout: PlanCheckout, branch: str, task_id: str) -> str:
-    """The origin's commit of a task's branch; a missing branch is not worth retrying."""
+async def _required_tip(checkout: PlanCheckout, branch: str, what: str) -> str:
+    """The origin's commit of ``branch``; a missing branch is not worth retrying."""
     tip = await _git(checkout.tip, branch)
     if tip is None:
         raise ApplicationError(
-            f"task {task_id}: branch {branch} is not in the repository",
+            f"{what}: branch {branch} is not in the repository",
             type=REPO_UNAVAILABLE,
             non_retryable=True,
         )
