@@ -387,7 +387,9 @@ async def _end_task(flow: ImplflowClient, wid: str, console: Console) -> None:
             10,
         )
     with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
-        console.print(f"\ninterrupted: terminated {wid}; stopping the worker and the server")
+        console.print(
+            f"\ninterrupted: terminated {wid}; stopping the worker and the server", highlight=False
+        )
 
 
 async def _follow(
