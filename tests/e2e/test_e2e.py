@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest_asyncio
 
 from implflow.server import dev_server
 from tests.helpers import git_repo, new_id
-from tests.helpers.stack import ROOT, Stack, eventually
+from tests.helpers.stack import ROOT, Stack, eventually, running_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -38,20 +37,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             "IMPLFLOW_DATA_DIR": str(tmp / "data"),
             "IMPLFLOW_LOG_FORMAT": "json",
         }
-        log = (tmp / "worker.log").open("w")
-        worker = subprocess.Popen(
-            [sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            eventually(
-                lambda: "worker started" in (tmp / "worker.log").read_text(), 30, "worker start"
-            )
+        with running_worker(env, tmp / "worker.log"):
             yield Stack(address, env, tmp)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            code = worker.wait(timeout=60)
-            log.close()
-        assert code == 0, (tmp / "worker.log").read_text()[-2000:]
         assert "worker stopped" in (tmp / "worker.log").read_text()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from implflow.plans import PlanResult, integration_branch, topological_order
 from implflow.plans import parse_plan as parse
 from implflow.server import dev_server
 from tests.helpers import git_repo, new_id
-from tests.helpers.stack import ROOT, Stack, eventually
+from tests.helpers.stack import Stack, eventually, running_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -98,21 +97,9 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
             "IMPLFLOW_MAX_CONCURRENT_ACTIVITIES": "16",
             "IMPLFLOW_SHUTDOWN_GRACE_S": "5",
         }
-        log = (tmp / "worker.log").open("w")
-        worker = subprocess.Popen(
-            [sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            eventually(
-                lambda: "worker started" in (tmp / "worker.log").read_text(), 30, "worker start"
-            )
+        with running_worker(env, tmp / "worker.log"):
             client = await Client.connect(address, data_converter=data_converter)
             yield Served(Stack(address, env, tmp), client, pr_log)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            code = worker.wait(timeout=60)
-            log.close()
-        assert code == 0, (tmp / "worker.log").read_text()[-2000:]
 
 
 def git(repo: Path, *args: str) -> str:

@@ -34,6 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -55,7 +56,7 @@ from implflow.models import (
     TaskState,
     TaskStatus,
 )
-from tests.fixtures import BOOKMARKS_AGENT, FLASK_BOOKMARKS, UV_CACHE, copy_repo
+from tests.fixtures import BOOKMARKS_AGENT, FLASK_BOOKMARKS, UV_CACHE, copy_repo, untested_helpers
 from tests.helpers import WorkerFactory, branch_file
 from tests.helpers.workflow import start
 
@@ -107,7 +108,8 @@ VARIANT = {
             app.register_blueprint(admin)
             return app
     ''',
-    "src/bookmarks/admin.py": '''
+    "src/bookmarks/admin.py": textwrap.dedent(
+        '''
         """Admin endpoints and helpers over the bookmarks."""
 
         from __future__ import annotations
@@ -130,66 +132,6 @@ VARIANT = {
             return jsonify(usage=out.stdout.split()[0] if out.stdout else "")
 
 
-        def summarize(titles: list[str]) -> dict[str, int]:
-            """Counts over the bookmarks' titles."""
-            words = 0
-            longest = 0
-            empty = 0
-            for title in titles:
-                parts = title.split()
-                words += len(parts)
-                if not parts:
-                    empty += 1
-                for part in parts:
-                    longest = max(longest, len(part))
-            upper = sum(1 for title in titles if title.isupper())
-            lower = sum(1 for title in titles if title.islower())
-            digits = sum(1 for title in titles if any(c.isdigit() for c in title))
-            return {
-                "words": words,
-                "longest": longest,
-                "empty": empty,
-                "upper": upper,
-                "lower": lower,
-                "digits": digits,
-            }
-
-
-        def tag(title: str) -> str:
-            """A tag for a bookmark's title."""
-            if title.startswith("todo"):
-                return "todo"
-            if title.startswith("idea"):
-                return "idea"
-            if title.endswith("?"):
-                return "question"
-            if len(title) > 100:
-                return "long"
-            if not title.strip():
-                return "empty"
-            words = title.split()
-            if len(words) == 1:
-                return "word"
-            if len(words) < 5:
-                return "short"
-            return "note"
-
-
-        def export(titles: list[str], sep: str = "\\n") -> str:
-            """The titles as one text."""
-            cleaned = []
-            for title in titles:
-                title = title.strip()
-                if not title:
-                    continue
-                if len(title) > 80:
-                    title = title[:77] + "..."
-                cleaned.append(title)
-            header = f"{len(cleaned)} bookmarks"
-            body = sep.join(cleaned)
-            return sep.join([header, body, "end"])
-
-
         def domains(urls: list[str]) -> dict[str, int]:
             """How many bookmarks each host has."""
             counts: dict[str, int] = {}
@@ -199,7 +141,9 @@ VARIANT = {
                     continue
                 counts[parsed.netloc] = counts.get(parsed.netloc, 0) + 1
             return dict(sorted(counts.items()))
-    ''',
+        '''
+    )
+    + untested_helpers("bookmarks"),
 }
 
 

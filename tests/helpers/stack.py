@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,20 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") 
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what or check}"
         time.sleep(0.3)
+
+
+@contextlib.contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``python worker.py`` with ``env``, logging to ``log_path``: started (its start line
+    seen), then stopped with SIGTERM, which must end it with exit status 0."""
+    with log_path.open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            eventually(lambda: "worker started" in log_path.read_text(), 30, "worker start")
+            yield worker
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            code = worker.wait(timeout=60)
+    assert code == 0, log_path.read_text()[-2000:]

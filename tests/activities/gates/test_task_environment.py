@@ -26,7 +26,7 @@ from activities.environments import EnvironmentStore
 from activities.gates.runner import ENVIRONMENT_LOG, run_gate
 from implflow.layout import GATES_FILE
 from implflow.models import GateCheck, GateResult, Thresholds
-from tests.fixtures import FASTAPI_NOTES, UV_CACHE, copy_repo
+from tests.fixtures import FASTAPI_NOTES, UV_CACHE, copy_repo, untested_helpers
 
 pytestmark = pytest.mark.skipif(
     shutil.which("wrk") is None and not os.environ.get("CI"),
@@ -67,67 +67,7 @@ async def disk(path: str = ".") -> dict[str, str]:
     out = subprocess.run(f"du -sh {path}", shell=True, capture_output=True, text=True)
     return {"usage": out.stdout}
 
-
-def summarize(texts: list[str]) -> dict[str, int]:
-    """Counts over the notes' texts."""
-    words = 0
-    longest = 0
-    empty = 0
-    for text in texts:
-        parts = text.split()
-        words += len(parts)
-        if not parts:
-            empty += 1
-        for part in parts:
-            longest = max(longest, len(part))
-    upper = sum(1 for text in texts if text.isupper())
-    lower = sum(1 for text in texts if text.islower())
-    digits = sum(1 for text in texts if any(c.isdigit() for c in text))
-    return {
-        "words": words,
-        "longest": longest,
-        "empty": empty,
-        "upper": upper,
-        "lower": lower,
-        "digits": digits,
-    }
-
-
-def tag(text: str) -> str:
-    """A tag for a note."""
-    if text.startswith("todo"):
-        return "todo"
-    if text.startswith("idea"):
-        return "idea"
-    if text.endswith("?"):
-        return "question"
-    if len(text) > 100:
-        return "long"
-    if not text.strip():
-        return "empty"
-    words = text.split()
-    if len(words) == 1:
-        return "word"
-    if len(words) < 5:
-        return "short"
-    return "note"
-
-
-def export(texts: list[str], sep: str = "\\n") -> str:
-    """The notes as one text."""
-    cleaned = []
-    for text in texts:
-        text = text.strip()
-        if not text:
-            continue
-        if len(text) > 80:
-            text = text[:77] + "..."
-        cleaned.append(text)
-    header = f"{len(cleaned)} notes"
-    body = sep.join(cleaned)
-    footer = "end"
-    return sep.join([header, body, footer])
-'''
+''' + untested_helpers("notes")
 
 
 @pytest.fixture(scope="module")
