@@ -1,8 +1,7 @@
 """The orchestrator API: what a program (or the ``implflow`` CLI) calls.
 
-    import asyncio
-
     from implflow.client import ImplflowClient
+    from implflow.exit import run
 
 
     async def main() -> None:
@@ -15,7 +14,7 @@
         print((await flow.result(wid)).branch)
 
 
-    asyncio.run(main())
+    run(main())  # asyncio.run, then os._exit: see implflow.exit
 
 Every call validates its input before it reaches Temporal and raises
 ``InvalidInputError`` (one line, naming the field) on bad input.
