@@ -730,7 +730,11 @@ class Sampler:
     @property
     def cpu_s(self) -> float:
         """CPU seconds of the sampled processes and their reaped children (git, executors)."""
-        return sum(self._cpu1.get(p, self._cpu0[p]) - self._cpu0[p] for p in self._cpu0)
+        return sum(self.cpu_of(p) for p in self._cpu0)
+
+    def cpu_of(self, pid: int) -> float:
+        """CPU seconds of one sampled process and its reaped children."""
+        return self._cpu1.get(pid, self._cpu0.get(pid, 0.0)) - self._cpu0.get(pid, 0.0)
 
 
 def start_results(

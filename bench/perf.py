@@ -464,6 +464,10 @@ async def approve_all(
 ) -> dict[str, Any]:
     """Approve every parked task at once; approval -> next phase start of each, in ms."""
     payload = {"by": "bench"} if bare else {"phase": "design", "approver": "bench"}
+    server = b.server.proc.pid if b.server.proc else None
+    workers = [b.bare_worker.pid] if bare else [w.pid for w in b.impl_workers]
+    sampler = Sampler([*([server] if server else []), *workers])
+    sampler.start()
     sent = time.monotonic()
 
     async def one(wid: str) -> None:
@@ -477,10 +481,15 @@ async def approve_all(
 
     await bounded(wids, done)
     drained_s = time.monotonic() - sent
+    await sampler.stop()
     return {
         **await approval_figures(b, wids, bare, latency),
         "signals_sent_s": round(signal_s, 2),
         "all_done_s": round(drained_s, 2),
+        # What the host spent on the burst: what limits it when the host is busy throughout.
+        "host_busy_pct": round(sampler.host_busy_pct, 1),
+        "server_cpu_s": round(sampler.cpu_of(server), 1) if server else None,
+        "worker_cpu_s": round(sum(sampler.cpu_of(w) for w in workers), 1),
     }
 
 
@@ -842,6 +851,7 @@ async def run_all(procs: Processes, tmp: Path, sizes: Sizes) -> dict[str, Any]:
                     **backlog,
                     "running": default["running"],
                     "running_queued_ms": default["queued_ms"],
+                    "host_busy_pct": default["host_busy_pct"],
                 }
         else:
             out.pop("burst")

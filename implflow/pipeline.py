@@ -18,6 +18,8 @@ from implflow.models import (
     PhaseSpec,
     PhaseStatus,
     PhaseSummary,
+    PrepareInput,
+    PullRequestInput,
     RetrySpec,
 )
 
@@ -87,6 +89,29 @@ def retry_policy(spec: PhaseSpec) -> RetryPolicy:
         backoff_coefficient=r.backoff,
         maximum_interval=timedelta(seconds=r.maximum_interval_s),
         non_retryable_error_types=list(errors.NON_RETRYABLE_PHASE_ERRORS),
+    )
+
+
+def prepare_input(workflow_id: str, task: ImplementationInput) -> PrepareInput:
+    """What prepare checks before the first phase: the repo, the executor, its commands."""
+    return PrepareInput(
+        workflow_id=workflow_id,
+        repo=task.repo,
+        executor=task.executor,
+        commands={k: list(v) for k, v in task.commands.items()},
+    )
+
+
+def pull_request_input(
+    workflow_id: str, task: ImplementationInput, branch: str
+) -> PullRequestInput:
+    """The pull request opened for the task branch when the pipeline is through."""
+    return PullRequestInput(
+        workflow_id=workflow_id,
+        repo=task.repo,
+        branch=branch,
+        title=task.title,
+        description=task.description,
     )
 
 

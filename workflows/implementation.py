@@ -47,13 +47,11 @@ with workflow.unsafe.imports_passed_through():
         PhaseResult,
         PhaseSpec,
         PhaseStatusValue,
-        PrepareInput,
-        PullRequestInput,
         RejectSignal,
         TaskState,
         TaskStatus,
     )
-    from implflow.pipeline import build_pipeline, phase_input
+    from implflow.pipeline import build_pipeline, phase_input, prepare_input, pull_request_input
     from workflows import options
     from workflows.approvals import Approvals
     from workflows.budget import BudgetKeeper
@@ -116,13 +114,7 @@ class ImplementationWorkflow:
             if task.pull_request and self._run.branch and workflow.patched(PATCH_PULL_REQUEST):
                 self._run.pull_request = await workflow.execute_activity_method(
                     ImplActivities.open_pull_request,
-                    PullRequestInput(
-                        workflow_id=wid,
-                        repo=task.repo,
-                        branch=self._run.branch,
-                        title=task.title,
-                        description=task.description,
-                    ),
+                    pull_request_input(wid, task, self._run.branch),
                     **options.PULL_REQUEST,
                     summary=f"pull request for {self._run.branch}",
                 )
@@ -149,25 +141,13 @@ class ImplementationWorkflow:
 
     async def _prepare(self, wid: str) -> None:
         """Fail fast on a repo or executor this worker cannot use; decide whether gates run."""
-        task = self._task
         prep = await workflow.execute_activity_method(
             ImplActivities.prepare_task,
-            PrepareInput(
-                workflow_id=wid,
-                repo=task.repo,
-                executor=task.executor,
-                commands={k: list(v) for k, v in task.commands.items()},
-            ),
+            prepare_input(wid, self._task),
             **options.PREPARE,
             summary="prepare: check repo and executor",
         )
-        self._run.executor = prep.executor
-        self._run.base_commit = prep.base_commit
-        self._run.branch = prep.branch or self._run.branch
-        self._run.gates = self._run.with_gates_and_budgets and (
-            task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
-        )
-        self._run.prepared = True
+        self._run.prepared_with(prep, self._task)
 
     async def _run_pipeline(self) -> None:
         """Each phase in order; a rejection rewinds (bounded by ``approval.max_rejections``)."""

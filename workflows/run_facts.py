@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from implflow.models import GateInput, GateResult, ImplementationInput
+from implflow.models import GateInput, GateResult, ImplementationInput, PrepareResult
 
 
 @dataclass
@@ -33,6 +33,16 @@ class RunFacts:
     """The task branch's newest commit: a round's commit, then its gate's report commit."""
     decided: bool = False
     """A person just decided: the next phase round runs ahead of queued work."""
+
+    def prepared_with(self, prep: PrepareResult, task: ImplementationInput) -> None:
+        """What prepare found; gates run when asked (``on``) or, by default, for agents."""
+        self.executor = prep.executor
+        self.base_commit = prep.base_commit
+        self.branch = prep.branch or self.branch
+        self.gates = self.with_gates_and_budgets and (
+            task.gates == "on" or (task.gates == "auto" and prep.executor != "shell")
+        )
+        self.prepared = True
 
     def take_decided(self) -> bool:
         decided, self.decided = self.decided, False
