@@ -1,6 +1,6 @@
 """``python -m bench``: every benchmark on its own dev server; JSON + markdown in bench/results/.
 
-    python -m bench              # the default sizes (about 6-10 minutes on 2 cores)
+    python -m bench              # the default sizes (about 4 minutes on 2 cores)
     python -m bench --quick      # a smoke size (about a minute)
     python -m bench --scale 0.5  # every count halved
     python -m bench --parked 100 --running 20
