@@ -21,10 +21,9 @@ import os
 import shutil
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 from temporalio import activity
@@ -40,7 +39,8 @@ from activities.checkpoints import (
     restore,
 )
 from activities.executors import ExecutionContext, ExecutionOutcome, ExecutorRegistry
-from activities.process import HEARTBEAT_CADENCE_S, CheckoutLock
+from activities.git_threads import GitThreads
+from activities.process import CheckoutLock
 from activities.pull_request import open_pull_request, pr_command
 from activities.sandbox import SandboxPolicy
 from activities.workspace import (
@@ -55,7 +55,6 @@ from activities.workspace import (
 from implflow.errors import (
     EXECUTOR_UNAVAILABLE,
     GATE_CONFIG_INVALID,
-    GIT_FAILED,
     GIT_PUSH_FAILED,
     PHASE_TIMEOUT,
 )
@@ -77,7 +76,6 @@ from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.activities")
 T = TypeVar("T")
-Beat = Callable[[dict[str, object]], None]
 
 FINAL_CHECKPOINT_S = 60.0
 """How long a failed or cancelled attempt may take to save its final checkpoint."""
@@ -96,9 +94,7 @@ class ImplActivities:
         self.executors = ExecutorRegistry(settings)
         self.sandbox = SandboxPolicy.from_settings(settings)
         """Where executor and gate programs run (``IMPLFLOW_SANDBOX``), decided at start."""
-        self._pool = ThreadPoolExecutor(
-            max_workers=settings.max_concurrent_activities + 2, thread_name_prefix="implflow-git"
-        )
+        self.threads = GitThreads(settings.max_concurrent_activities)
         """Git work (clone, fetch, checkpoints, commit, push) runs here, off the event loop."""
 
     @activity.defn(name="prepare_task")
@@ -108,10 +104,10 @@ class ImplActivities:
         self.executors.get(name)  # raises a non-retryable error naming what to install or set
         if name == "shell":
             _check_commands(inp.commands)
-        kind, base = await self._in_pool(check_repo, inp.repo)
+        kind, base = await self.threads.run(check_repo, inp.repo)
         # A reused workflow id: an earlier run's branch is moved aside (kept), never reused.
         async with self._checkout_lock(inp.workflow_id):
-            claim = await self._git(
+            claim = await self.threads.git(
                 TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces")).claim
             )
         log.info(
@@ -167,14 +163,14 @@ class ImplActivities:
         key = RoundKey(inp.workflow_id, inp.phase.name, inp.round)
         beat = AttemptBeat(inp.phase.name, inp.round, info.attempt)
         tip = inp.branch_tip if info.attempt == 1 else None  # a retry always fetches
-        start = await self._git(checkout.sync, tip, beat=beat)
-        recorded = await self._git(checkout.recorded, key, beat=beat)
+        start = await self.threads.git(checkout.sync, tip, beat=beat)
+        recorded = await self.threads.git(checkout.recorded, key, beat=beat)
         if recorded is not None:
             bound.info("phase round already committed; returning the recorded outcome")
-            await self._in_pool(checkout.drop, checkpoint_refs(checkout, key), beat=beat)
+            await self.threads.run(checkout.drop, checkpoint_refs(checkout, key), beat=beat)
             return recorded.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
         # What an interrupted attempt of this round left goes back first (checkpoints.py).
-        restored = await self._git(
+        restored = await self.threads.git(
             restore, checkout, key, info.attempt, info.heartbeat_details, beat=beat
         )
         checkpoints = beat.checkpointer = Checkpointer(checkout, key, info.attempt, restored)
@@ -237,7 +233,7 @@ class ImplActivities:
         )
         drop = [checkpoints.ref] if checkpoints.on_origin else []
         try:
-            commit = await self._in_pool(
+            commit = await self.threads.run(
                 functools.partial(checkout.commit_round, key, start, record, drop=drop), beat=beat
             )
         except GitError as err:
@@ -245,8 +241,8 @@ class ImplActivities:
             # Any other failure leaves the commit in this checkout: a retry here only pushes;
             # one elsewhere finds the tree and this attempt's spend in the final checkpoint.
             if is_race_lost(err):
-                await self._git(checkout.sync, beat=beat)
-                again = await self._git(checkout.recorded, key, beat=beat)
+                await self.threads.git(checkout.sync, beat=beat)
+                again = await self.threads.git(checkout.recorded, key, beat=beat)
                 if again is not None:
                     return again.phase_result(inp, attempt=info.attempt, branch=checkout.branch)
             failed = ApplicationError(str(err), *_spent(outcome), type=GIT_PUSH_FAILED)
@@ -254,7 +250,7 @@ class ImplActivities:
             raise failed from None
         bound.info("phase committed", outcome=outcome.outcome, commit=commit[:12])
         if inp.record:
-            where = await self._git(
+            where = await self.threads.git(
                 record_round,
                 checkout,
                 key,
@@ -295,8 +291,8 @@ class ImplActivities:
         )
         checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces"))
         key = RoundKey(inp.workflow_id, inp.phase, inp.round)
-        start = await self._git(checkout.sync, inp.branch_tip if info.attempt == 1 else None)
-        recorded = await self._git(checkout.recorded_verdict, key)
+        start = await self.threads.git(checkout.sync, inp.branch_tip if info.attempt == 1 else None)
+        recorded = await self.threads.git(checkout.recorded_verdict, key)
         if recorded is not None:
             bound.info("gate already recorded; returning its verdict")
             return GateResult.model_validate(recorded)
@@ -306,7 +302,7 @@ class ImplActivities:
 
         beat({"state": "started"})
         if inp.base_commit:  # the agent may not loosen its own gates: the task's base decides
-            await self._git(checkout.pin_file, GATES_FILE, inp.base_commit)
+            await self.threads.git(checkout.pin_file, GATES_FILE, inp.base_commit)
         try:
             # The target's tests and service: the checkout writable, no network but loopback.
             with self.sandbox.scope(writable=(checkout.dir,), network=False):
@@ -330,36 +326,11 @@ class ImplActivities:
         # A record cannot name the commit it is part of: ``recorded_verdict`` adds it.
         record = verdict.model_dump(mode="json", exclude={"commit"})
         try:
-            commit = await self._in_pool(checkout.commit_gate, key, start, record)
+            commit = await self.threads.run(checkout.commit_gate, key, start, record)
         except GitError as err:
             raise ApplicationError(str(err), type=GIT_PUSH_FAILED) from None
         bound.info("gate done", passed=verdict.passed, commit=commit[:12])
         return verdict.model_copy(update={"commit": commit})
-
-    async def _git(self, fn: Callable[..., T], *args: Any, beat: Beat | None = None) -> T:
-        """Git work off the event loop; git failures become retryable activity errors."""
-        try:
-            return await self._in_pool(fn, *args, beat=beat)
-        except GitError as err:
-            raise ApplicationError(str(err), type=GIT_FAILED) from None
-
-    async def _in_pool(self, fn: Callable[..., T], *args: Any, beat: Beat | None = None) -> T:
-        """``fn(*args)`` on the worker's git threads, heartbeating (``beat``) while it runs.
-
-        The pool has a thread per activity slot (and two spare), so git work never queues
-        behind another task's; a long clone or a push being retried keeps its activity alive.
-        """
-        future = asyncio.get_running_loop().run_in_executor(
-            self._pool, functools.partial(fn, *args)
-        )
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_CADENCE_S)
-            if done:
-                return future.result()
-            if beat is not None:
-                beat({})
-            elif activity.in_activity():
-                activity.heartbeat({"git": getattr(fn, "__name__", "git")})
 
     async def _checkpointing(
         self, work: Awaitable[T], checkpoints: Checkpointer, every_s: float
@@ -371,7 +342,7 @@ class ImplActivities:
                 done, _ = await asyncio.wait({task}, timeout=every_s)
                 if done:
                     return task.result()
-                await self._in_pool(checkpoints.save)
+                await self.threads.run(checkpoints.save)
         finally:
             if not task.done():  # cancelled meanwhile: the executor stops its process group
                 task.cancel()
@@ -384,7 +355,7 @@ class ImplActivities:
         """Save the failed attempt's tree and record; never hides the attempt's own error."""
         try:
             await asyncio.wait_for(
-                self._in_pool(checkpoints.save, failure, beat=beat), FINAL_CHECKPOINT_S
+                self.threads.run(checkpoints.save, failure, beat=beat), FINAL_CHECKPOINT_S
             )
         except BaseException as err:  # the original failure is re-raised by the caller
             log.warning("final checkpoint not saved", error=str(err) or type(err).__name__)
@@ -395,7 +366,7 @@ class ImplActivities:
         """Run ``IMPLFLOW_PR_COMMAND`` in the task's checkout; returns its last output line."""
         command = pr_command(self.settings, "pull_request")
         checkout = TaskCheckout(inp.repo, inp.workflow_id, self.settings.folder("workspaces"))
-        await self._git(checkout.sync)
+        await self.threads.git(checkout.sync)
         scratch = task_dir(inp.workflow_id, self.settings.folder("workspaces"))
         return await open_pull_request(
             command, inp, checkout.dir, scratch / "pull-request.log", self.settings

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from temporalio import activity
@@ -37,13 +37,13 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.git_threads import GitThreads
 from activities.process import run_process, scrubbed_env
 from activities.pull_request import open_pull_request, pr_command
 from activities.specialists import list_specialists
 from activities.workspace import IDENTITY, GitError, check_repo, git, origin_url
 from implflow.errors import (
     GATE_CONFIG_INVALID,
-    GIT_FAILED,
     INVALID_INPUT,
     REPO_UNAVAILABLE,
 )
@@ -65,7 +65,6 @@ from implflow.plans import (
 from implflow.settings import Settings
 
 log = structlog.stdlib.get_logger("implflow.activities.plans")
-T = TypeVar("T")
 
 KEEP_OURS_DRIVER = "implflow-keep-ours"
 _CLOSED = {
@@ -189,6 +188,7 @@ class PlanActivities:
     def __init__(self, settings: Settings, client: Client) -> None:
         self.settings = settings
         self.client = client
+        self.threads = GitThreads(settings.max_concurrent_activities)
 
     def all(self) -> list[Callable[..., Any]]:
         """Every plan activity, for the worker's list."""
@@ -206,12 +206,12 @@ class PlanActivities:
     @activity.defn(name="prepare_plan")
     async def prepare_plan(self, inp: PreparePlanInput) -> PreparePlanResult:
         """Check the repo, the base and the specialists; find tasks already started."""
-        _, head = await asyncio.to_thread(check_repo, inp.repo)
+        _, head = await self.threads.run(check_repo, inp.repo)
         checkout = self._checkout(inp.repo, inp.plan_id, "prepare")
-        await _git(checkout.fetch)
+        await self.threads.git(checkout.fetch)
         base = head
         if inp.base:
-            base = await _required_tip(checkout, inp.base, "base")
+            base = await _required_tip(self.threads, checkout, inp.base, "base")
         if base is None:
             raise ApplicationError(
                 f"repo: {inp.repo} has no commit to start from",
@@ -219,7 +219,7 @@ class PlanActivities:
                 non_retryable=True,
             )
         if inp.specialists:  # the repo's own agents as of the base, then the worker's
-            await _git(checkout.start, "implflow-plan-base", base)
+            await self.threads.git(checkout.start, "implflow-plan-base", base)
             available = list_specialists(checkout.dir, self.settings.specialists_dir)
             for name, task_id in inp.specialists.items():
                 if name not in available:
@@ -237,24 +237,27 @@ class PlanActivities:
     async def prepare_task_branch(self, inp: TaskBranchInput) -> TaskBranchResult:
         """Create the task's branches from its dependencies' results (or the plan's base)."""
         checkout = self._checkout(inp.repo, inp.plan_id, f"task-{inp.task_id}")
-        await _git(checkout.fetch)
-        existing = [await _git(checkout.tip, b) for b in inp.branches]
+        await self.threads.git(checkout.fetch)
+        existing = [await self.threads.git(checkout.tip, b) for b in inp.branches]
         if all(existing):  # prepared before (a retry, or an earlier run of this plan)
             return TaskBranchResult(start_commit=existing[0])
-        tips = [await _required_tip(checkout, s, f"task {inp.task_id}") for s in inp.sources]
+        tips = [
+            await _required_tip(self.threads, checkout, s, f"task {inp.task_id}")
+            for s in inp.sources
+        ]
         start = tips[0] if tips else inp.base_commit
         if len(tips) > 1:
-            await _git(checkout.start, "implflow-stack", tips[0])
+            await self.threads.git(checkout.start, "implflow-stack", tips[0])
             for source, tip in zip(inp.sources[1:], tips[1:], strict=True):
-                conflicts = await _git(
+                conflicts = await self.threads.git(
                     checkout.merge, tip, f"implflow: stack {inp.task_id} on {source}"
                 )
                 if conflicts:
                     return TaskBranchResult(conflict_files=conflicts, conflict_with=source)
-            start = await _git(checkout.head)
+            start = await self.threads.git(checkout.head)
         for branch, found in zip(inp.branches, existing, strict=True):
             if found is None:
-                await _git(checkout.push, start, branch)
+                await self.threads.git(checkout.push, start, branch)
         log.info("task branch prepared", task=inp.task_id, start=start[:12], sources=inp.sources)
         return TaskBranchResult(start_commit=start)
 
@@ -325,23 +328,25 @@ class PlanActivities:
         """Merge the task branches in order into ``implflow/plan/<id>``; test the result."""
         branch = integration_branch(inp.plan_id)
         checkout = self._checkout(inp.repo, inp.plan_id, "integrate")
-        await _git(checkout.fetch)
-        await _git(checkout.start, branch, await _git(checkout.tip, branch) or inp.base_commit)
+        await self.threads.git(checkout.fetch)
+        await self.threads.git(
+            checkout.start, branch, await self.threads.git(checkout.tip, branch) or inp.base_commit
+        )
         merged: list[str] = []
         for item in inp.merges:
             if item.task_id in inp.left_out:
                 continue
-            tip = await _required_tip(checkout, item.branch, item.task_id)
-            conflicts = await _git(
+            tip = await _required_tip(self.threads, checkout, item.branch, item.task_id)
+            conflicts = await self.threads.git(
                 checkout.merge,
                 tip,
                 f"implflow plan {inp.plan_id}: merge {item.task_id} ({item.branch})",
             )
             if conflicts:
-                await _git(checkout.push, "HEAD", branch)  # what merged so far is kept
+                await self.threads.git(checkout.push, "HEAD", branch)  # what merged so far is kept
                 return IntegrateResult(
                     branch=branch,
-                    commit=await _git(checkout.head),
+                    commit=await self.threads.git(checkout.head),
                     merged=merged,
                     conflict_task=item.task_id,
                     conflict_files=conflicts[:50],
@@ -349,17 +354,19 @@ class PlanActivities:
                     + "\n".join(conflicts[:50]),
                 )
             merged.append(item.task_id)
-        await _git(checkout.push, "HEAD", branch)
-        result = IntegrateResult(branch=branch, commit=await _git(checkout.head), merged=merged)
+        await self.threads.git(checkout.push, "HEAD", branch)
+        result = IntegrateResult(
+            branch=branch, commit=await self.threads.git(checkout.head), merged=merged
+        )
         if not inp.run_test or (inp.gate is None and inp.command is None):
             return result
         passed, summary, evidence, reports = await self._test(checkout, inp)
-        await _git(checkout.commit_reports, reports, passed, inp.plan_id)
-        await _git(checkout.push, "HEAD", branch)
+        await self.threads.git(checkout.commit_reports, reports, passed, inp.plan_id)
+        await self.threads.git(checkout.push, "HEAD", branch)
         log.info("plan integrated", plan_id=inp.plan_id, merged=merged, test_passed=passed)
         return result.model_copy(
             update={
-                "commit": await _git(checkout.head),
+                "commit": await self.threads.git(checkout.head),
                 "test_passed": passed,
                 "test_summary": summary,
                 "evidence": evidence,
@@ -372,9 +379,9 @@ class PlanActivities:
         returns its last output line (``inp.workflow_id`` is the plan's id)."""
         command = pr_command(self.settings, "integrate.pull_request")
         checkout = self._checkout(inp.repo, inp.workflow_id, "pull-request")
-        await _git(checkout.fetch)
-        tip = await _required_tip(checkout, inp.branch, "pull request")
-        await _git(checkout.start, inp.branch, tip)
+        await self.threads.git(checkout.fetch)
+        tip = await _required_tip(self.threads, checkout, inp.branch, "pull request")
+        await self.threads.git(checkout.start, inp.branch, tip)
         log_path = checkout.dir.parent / "pull-request.log"
         opened = await open_pull_request(command, inp, checkout.dir, log_path, self.settings)
         log.info("plan pull request opened", plan_id=inp.workflow_id, branch=inp.branch)
@@ -411,7 +418,7 @@ class PlanActivities:
 
         gate = inp.gate or "test"
         # The merged tree may carry a task's gates.toml: the plan's base decides, as for tasks.
-        await _git(checkout.pin, GATES_FILE, inp.base_commit)
+        await self.threads.git(checkout.pin, GATES_FILE, inp.base_commit)
         try:
             verdict = await run_gate(
                 gate,
@@ -457,9 +464,9 @@ def _last_decision(decisions: list[Decision]) -> str | None:
     return f"{last.phase} {last.decision} by {last.approver}" if last else None
 
 
-async def _required_tip(checkout: PlanCheckout, branch: str, what: str) -> str:
+async def _required_tip(threads: GitThreads, checkout: PlanCheckout, branch: str, what: str) -> str:
     """The origin's commit of ``branch``; a missing branch is not worth retrying."""
-    tip = await _git(checkout.tip, branch)
+    tip = await threads.git(checkout.tip, branch)
     if tip is None:
         raise ApplicationError(
             f"{what}: branch {branch} is not in the repository",
@@ -467,11 +474,3 @@ async def _required_tip(checkout: PlanCheckout, branch: str, what: str) -> str:
             non_retryable=True,
         )
     return tip
-
-
-async def _git(fn: Callable[..., T], *args: Any) -> T:
-    """Git work off the event loop; git failures become retryable activity errors."""
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except GitError as err:
-        raise ApplicationError(str(err), type=GIT_FAILED) from None

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,18 @@ from bench.harness import (
 from bench.perf import Sizes, replace_sizes, run_all
 from bench.report import bench_markdown
 
+SIZE_HELP = {
+    "rounds": "interleaved rounds of the overhead/branches benchmark",
+    "extra_branches": "extra task branches in the origin for (b)",
+    "idle_pairs": "idle approvals (each of implflow and bare)",
+    "parked": "tasks parked at an approval, then approved at once",
+    "running": "tasks run per load set-up",
+    "crash_runs": "kill -9 runs",
+    "peer_runs": "LangGraph / bare runs",
+    "backlog": "parked tasks approved while the running tasks' phases queue",
+}
+"""``--<size>`` options: one per field of ``Sizes``."""
+
 MAX_MINUTES = 30.0
 """A hard bound on the whole run: past it, everything is stopped."""
 
@@ -37,17 +50,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every count (e.g. 0.5)")
-    for name, what in (
-        ("rounds", "interleaved rounds of the overhead/branches benchmark"),
-        ("extra-branches", "extra task branches in the origin for (b)"),
-        ("idle-pairs", "idle approvals (each of implflow and bare)"),
-        ("parked", "tasks parked at an approval, then approved at once"),
-        ("running", "tasks run per load set-up"),
-        ("crash-runs", "kill -9 runs"),
-        ("peer-runs", "LangGraph / bare runs"),
-        ("backlog", "parked tasks approved while the running tasks' phases queue"),
-    ):
-        p.add_argument(f"--{name}", type=int, default=None, help=what)
+    for size in fields(Sizes):
+        p.add_argument(
+            f"--{size.name.replace('_', '-')}", type=int, default=None, help=SIZE_HELP[size.name]
+        )
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     p.add_argument("--name", default=None, help="file stem (default bench, or bench-quick)")
     p.add_argument("--max-minutes", type=float, default=MAX_MINUTES, help="hard time bound")
@@ -59,17 +65,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     sizes = Sizes.quick() if args.quick else Sizes()
     if args.scale != 1.0:
         sizes = sizes.scaled(args.scale)
-    return replace_sizes(
-        sizes,
-        rounds=args.rounds,
-        extra_branches=args.extra_branches,
-        idle_pairs=args.idle_pairs,
-        parked=args.parked,
-        running=args.running,
-        crash_runs=args.crash_runs,
-        peer_runs=args.peer_runs,
-        backlog=args.backlog,
-    )
+    return replace_sizes(sizes, **{size.name: getattr(args, size.name) for size in fields(Sizes)})
 
 
 async def _run(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -115,21 +115,17 @@ class Sizes:
         )
 
     def scaled(self, factor: float) -> Sizes:
-        """Every count times ``factor`` (at least 1; at least 2 for the rounds)."""
-
-        def f(n: int, least: int = 1) -> int:
-            return max(least, round(n * factor))
-
+        """Every count times ``factor`` (at least 1; at least 2 where a spread is taken)."""
         return Sizes(
-            rounds=f(self.rounds, 2),
-            extra_branches=f(self.extra_branches),
-            idle_pairs=f(self.idle_pairs, 2),
-            parked=f(self.parked),
-            running=f(self.running),
-            crash_runs=f(self.crash_runs),
-            backlog=f(self.backlog),
-            peer_runs=f(self.peer_runs, 2),
+            **{
+                f.name: max(_AT_LEAST.get(f.name, 1), round(getattr(self, f.name) * factor))
+                for f in fields(self)
+            }
         )
+
+
+_AT_LEAST = {"rounds": 2, "idle_pairs": 2, "peer_runs": 2}
+"""Counts that stay at 2 or more when scaled: their figures are a min/median/max."""
 
 
 @dataclass

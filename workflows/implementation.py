@@ -111,13 +111,7 @@ class ImplementationWorkflow:
         try:
             await self._prepare(wid)
             await self._run_pipeline()
-            if task.pull_request and self._run.branch and workflow.patched(PATCH_PULL_REQUEST):
-                self._run.pull_request = await workflow.execute_activity_method(
-                    ImplActivities.open_pull_request,
-                    pull_request_input(wid, task, self._run.branch),
-                    **options.PULL_REQUEST,
-                    summary=f"pull request for {self._run.branch}",
-                )
+            await self._publish(wid)
         except (asyncio.CancelledError, ActivityError, ApplicationError) as err:
             if is_cancelled_exception(err):
                 self._cancelled()
@@ -333,6 +327,17 @@ class ImplementationWorkflow:
             )
         self._set(TaskState.RUNNING, phase)
         return answer
+
+    async def _publish(self, wid: str) -> None:
+        """The pull request for the task branch, when the task asked for one."""
+        branch = self._run.branch
+        if self._task.pull_request and branch and workflow.patched(PATCH_PULL_REQUEST):
+            self._run.pull_request = await workflow.execute_activity_method(
+                ImplActivities.open_pull_request,
+                pull_request_input(wid, self._task, branch),
+                **options.PULL_REQUEST,
+                summary=f"pull request for {branch}",
+            )
 
     # --- handlers -------------------------------------------------------------------
 

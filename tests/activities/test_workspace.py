@@ -382,7 +382,7 @@ async def test_a_round_at_the_tip_the_workflow_knows_fetches_nothing(
 
 def test_git_runs_on_a_pool_sized_to_the_slots(tmp_path: Path) -> None:
     acts = ImplActivities(Settings(data_dir=tmp_path, max_concurrent_activities=16))
-    assert acts._pool._max_workers == 18
+    assert acts.threads.pool._max_workers == 18
 
 
 async def test_round_record_carries_the_run(acts: ImplActivities, repo: Path) -> None:
