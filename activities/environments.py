@@ -13,6 +13,8 @@ What goes in (:func:`read_recipe`):
   ``develop``/``development`` (a self-reference such as ``myproj[test]`` is followed), the
   ``[dependency-groups]`` of those names (``include-group`` followed) and uv's legacy
   ``[tool.uv] dev-dependencies``; ``setup.cfg``'s ``install_requires`` and those extras;
+- Poetry's ``[tool.poetry.dependencies]`` and its dev groups (``^``/``~`` constraints turned
+  into PEP 440 ranges; optional, path, git and URL dependencies are declared, not installed);
 - ``requirements*.txt`` at the root and ``requirements/*.txt`` (``-r`` and ``-c`` inside the
   checkout followed; index options kept);
 - with a ``uv.lock``, exactly what it locks for those extras and groups (``uv export
@@ -317,6 +319,12 @@ def read_recipe(workdir: Path) -> Recipe:
         declared.update(_names(legacy))
         for req in legacy:
             reader.add(req, project_name)
+        poetry = _table(_table(pyproject.get("tool")).get("poetry"))
+        if poetry:
+            name = poetry.get("name")
+            project_name = project_name or (_normalize(name) if isinstance(name, str) else None)
+            for req in _poetry_dependencies(poetry, declared):
+                reader.add(req, project_name)
     cfg = workdir / "setup.cfg"
     if cfg.is_file():
         sources.append("setup.cfg")
@@ -475,6 +483,53 @@ def _is_local(line: str) -> bool:
 def _req_name(line: str) -> str | None:
     match = _NAME.match(line)
     return match.group(1) if match else None
+
+
+def _poetry_dependencies(poetry: dict[str, Any], declared: set[str]) -> list[str]:
+    """A Poetry project's runtime and dev-group dependencies as PEP 508 requirements.
+
+    Every name goes into ``declared``; optional ones, ``python`` and path, git or URL
+    sources are not installed.
+    """
+    tables = [_table(poetry.get("dependencies")), _table(poetry.get("dev-dependencies"))]
+    for group, body in _table(poetry.get("group")).items():
+        members = _table(_table(body).get("dependencies"))
+        declared.update(_normalize(name) for name in members)
+        if _normalize(group) in DEV_EXTRAS:
+            tables.append(members)
+    wanted: list[str] = []
+    for table in tables:
+        for name, spec in table.items():
+            if _normalize(name) == "python":
+                continue
+            declared.add(_normalize(name))
+            if isinstance(spec, dict):
+                if spec.get("optional") or any(k in spec for k in ("path", "git", "url")):
+                    continue
+                extras = ",".join(_strings(spec.get("extras")))
+                name = f"{name}[{extras}]" if extras else name
+                spec = spec.get("version", "*")
+            wanted.append(name + (_poetry_version(spec) if isinstance(spec, str) else ""))
+    return wanted
+
+
+def _poetry_version(constraint: str) -> str:
+    """Poetry's ``^1.2`` / ``~1.2`` / ``1.2.*`` / ``1.2`` as a PEP 440 specifier ("" if any)."""
+    text = constraint.strip()
+    if text in ("", "*") or "||" in text:
+        return ""  # any version; alternatives have no PEP 440 spelling: let the resolver pick
+    if re.fullmatch(r"[\^~]\s*\d+(\.\d+){0,2}", text):  # not "~=": that is PEP 440's
+        parts = [int(p) for p in re.findall(r"\d+", text)]
+        if text[0] == "^":  # the first non-zero part may not change
+            bump = next((i for i, p in enumerate(parts) if p), len(parts) - 1)
+        else:  # ~1.2.3 and ~1.2: the minor may not change; ~1: the major
+            bump = 1 if len(parts) > 1 else 0
+        upper = [*parts[:bump], parts[bump] + 1]
+        lower = ".".join(map(str, parts))
+        return f">={lower},<{'.'.join(map(str, upper))}"
+    if re.fullmatch(r"\d+(\.\d+)*(\.\*)?", text):
+        return f"=={text}"
+    return text  # already PEP 440 (">=1.2,<2", "!=1.3")
 
 
 def _names(requirements: list[str]) -> set[str]:

@@ -24,10 +24,11 @@ file names there, so the branch being merged into keeps its own (a merge driver 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.git_threads import GitThreads
-from activities.process import run_process, scrubbed_env
+from activities.process import CheckoutLock, run_process, scrubbed_env
 from activities.pull_request import open_pull_request, pr_command
 from activities.specialists import list_specialists
 from activities.workspace import IDENTITY, GitError, check_repo, git, origin_url
@@ -189,6 +190,7 @@ class PlanActivities:
         self.settings = settings
         self.client = client
         self.threads = GitThreads(settings.max_concurrent_activities)
+        self._turns: dict[Path, asyncio.Lock] = {}
 
     def all(self) -> list[Callable[..., Any]]:
         """Every plan activity, for the worker's list."""
@@ -202,6 +204,14 @@ class PlanActivities:
 
     def _checkout(self, repo: str, plan_id: str, purpose: str) -> PlanCheckout:
         return PlanCheckout(repo, plan_id, self.settings.folder("workspaces"), purpose)
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, checkout: PlanCheckout) -> AsyncIterator[None]:
+        """This activity alone works in ``checkout``: in turn within this worker (no polling),
+        and against another worker process on the same workspace root (its file lock)."""
+        turn = self._turns.setdefault(checkout.dir, asyncio.Lock())
+        async with turn, CheckoutLock(checkout.dir.with_name(f"{checkout.dir.name}.lock")):
+            yield
 
     @activity.defn(name="prepare_plan")
     async def prepare_plan(self, inp: PreparePlanInput) -> PreparePlanResult:
@@ -235,8 +245,18 @@ class PlanActivities:
 
     @activity.defn(name="prepare_task_branch")
     async def prepare_task_branch(self, inp: TaskBranchInput) -> TaskBranchResult:
-        """Create the task's branches from its dependencies' results (or the plan's base)."""
-        checkout = self._checkout(inp.repo, inp.plan_id, f"task-{inp.task_id}")
+        """Create the task's branches from its dependencies' results (or the plan's base).
+
+        One clone per plan on this worker serves every task's branches, one activity at a
+        time (a plan of hundreds of tasks kept a clone per task, never removed).
+        """
+        checkout = self._checkout(inp.repo, inp.plan_id, "branches")
+        async with self._one_at_a_time(checkout):
+            return await self._prepare_task_branch(inp, checkout)
+
+    async def _prepare_task_branch(
+        self, inp: TaskBranchInput, checkout: PlanCheckout
+    ) -> TaskBranchResult:
         await self.threads.git(checkout.fetch)
         existing = [await self.threads.git(checkout.tip, b) for b in inp.branches]
         if all(existing):  # prepared before (a retry, or an earlier run of this plan)

@@ -31,6 +31,8 @@ __all__ = ["Cause", "ModuleOwner", "classify", "find_cause"]
 
 _MAX_SCAN_BYTES = 512 * 1024
 _MISSING_MODULE = re.compile(r"\b(ModuleNotFoundError|ImportError): No module named '([\w.]+)'")
+_NO_MODULE_TO_RUN = re.compile(r"^\S*python[\d.]*: No module named ([\w.]+)\s*$", re.MULTILINE)
+"""``python -m uvicorn`` where uvicorn is not installed: no exception, no quotes."""
 _CANNOT_IMPORT = re.compile(r"\bImportError: cannot import name '(\w+)' from '([\w.]+)'")
 _MYPY_MISSING = re.compile(
     r'error: Cannot find implementation or library stub for module named "([\w.]+)"'
@@ -111,6 +113,12 @@ def find_cause(check_name: str, text: str, owner: ModuleOwner) -> Cause | None:
         what = "tests could not be collected" if collecting else f"{check_name} failed"
         return Cause(
             failure_class, f"{what}: {missing.group(1)}: No module named '{missing.group(2)}'{hint}"
+        )
+    to_run = _NO_MODULE_TO_RUN.search(text)
+    if to_run:
+        failure_class, hint = owner.missing(to_run.group(1))
+        return Cause(
+            failure_class, f"{check_name} failed: python -m {to_run.group(1)}: not installed{hint}"
         )
     mypy = _MYPY_MISSING.search(text)
     if mypy:

@@ -225,9 +225,15 @@ def _case_line(case: ET.Element, problem: ET.Element) -> str:
     name = case.get("name") or "?"
     classname = case.get("classname") or ""
     label = f"{classname}::{name}" if classname else name
-    message = (problem.get("message") or problem.text or "").strip()
+    message = (problem.get("message") or "").strip()
+    if not message or message in _GENERIC_MESSAGES:  # the details are in the element's text
+        message = (problem.text or "").strip() or message
     first = message.splitlines()[0] if message else _local(problem.tag)
     return f"{label}: {first}"
+
+
+_GENERIC_MESSAGES = frozenset({"mypy produced messages"})
+"""Failure messages that say nothing: the first line of the failure's text is shown instead."""
 
 
 # --------------------------------------------------------------------------- Cobertura XML

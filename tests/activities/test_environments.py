@@ -95,6 +95,48 @@ def test_recipe_reads_runtime_test_extras_groups_and_requirement_files(tmp_path:
     assert recipe.needs_environment
 
 
+def test_a_poetry_project_is_read_from_its_tool_poetry_tables(tmp_path: Path) -> None:
+    write_tree(
+        tmp_path,
+        {
+            "pyproject.toml": """
+                [tool.poetry]
+                name = "url_shortener"
+                version = "0.1.0"
+
+                [tool.poetry.dependencies]
+                python = "^3.11"
+                flask = "^3.0"
+                sqlalchemy = {version = "~2.0.30", extras = ["asyncio"]}
+                redis = {version = "^5", optional = true}
+                shared = {path = "../shared"}
+                itsdangerous = "2.2.0"
+
+                [tool.poetry.group.dev.dependencies]
+                pytest = ">=8,<9"
+
+                [tool.poetry.group.docs.dependencies]
+                mkdocs = "*"
+
+                [build-system]
+                requires = ["poetry-core"]
+                build-backend = "poetry.core.masonry.api"
+            """,
+        },
+    )
+    recipe = read_recipe(tmp_path)
+    assert recipe.project == "url-shortener"
+    assert recipe.requirements == (
+        "flask>=3.0,<4",
+        "sqlalchemy[asyncio]>=2.0.30,<2.1",
+        "itsdangerous==2.2.0",
+        "pytest>=8,<9",
+    )
+    assert {"flask", "redis", "shared", "mkdocs", "pytest"} <= recipe.declared
+    assert "python" not in recipe.declared
+    assert recipe.needs_environment
+
+
 def test_setup_cfg_and_what_needs_no_environment(tmp_path: Path) -> None:
     cfg = write_tree(
         tmp_path / "cfg",

@@ -265,6 +265,13 @@ async def test_a_200_task_plan_continues_as_new_integrates_and_stays_within_hist
         f"preparing the task branches (one after another) took {branches_s:.1f} s"
     )
 
+    # One clone of the repository on the worker served every task's branch (not one each).
+    clones = sorted(
+        p.name
+        for p in (Path(stack.env["IMPLFLOW_DATA_DIR"]) / "workspaces" / "plans" / pid).iterdir()
+    )
+    assert clones == ["branches", "branches.lock", "integrate", "prepare"], clones
+
     # The integration branch holds every task's commit, merged in dependency order.
     branch = integration_branch(pid)
     assert result.integration is not None and result.integration.branch == branch

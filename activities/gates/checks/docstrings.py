@@ -34,7 +34,7 @@ def count_docstrings(paths: list[Path]) -> tuple[int, int, list[str]]:
         if path.is_file() and path.suffix == ".py":
             files.append(path)
         elif path.is_dir():
-            files.extend(p for p in sorted(path.rglob("*.py")) if "__pycache__" not in p.parts)
+            files.extend(p for p in sorted(path.rglob("*.py")) if _documented_code(p, path))
     for file in files[:MAX_SCANNED_FILES]:
         source = file.read_text(encoding="utf-8", errors="replace")
         if not source.strip():
@@ -55,6 +55,20 @@ def count_docstrings(paths: list[Path]) -> tuple[int, int, list[str]]:
             else:
                 missing.append(name)
     return documented, total, missing
+
+
+_NOT_DOCUMENTED_CODE = frozenset({"__pycache__", "migrations", "tests", "test"})
+"""Folders a package's documentation is not measured in: generated migrations and tests."""
+
+
+def _documented_code(file: Path, root: Path) -> bool:
+    """Whether a file found under ``root`` is code whose docstrings count (not a test)."""
+    if _NOT_DOCUMENTED_CODE & set(file.relative_to(root).parts[:-1]):
+        return False
+    name = file.name
+    return not (
+        name.startswith("test_") or name.endswith("_test.py") or name in ("tests.py", "conftest.py")
+    )
 
 
 def _public_defs(node: ast.AST, prefix: str) -> list[tuple[str, ast.AST]]:

@@ -238,3 +238,14 @@ def test_docstring_counter(tmp_path: Path) -> None:
     (tmp_path / "empty.py").write_text("")
     documented, total, missing = count_docstrings([tmp_path])
     assert (documented, total, missing) == (3, 4, ["m.A.f"])
+
+
+def test_docstrings_are_not_counted_in_tests_and_migrations(tmp_path: Path) -> None:
+    package = tmp_path / "polls"
+    for name in ("migrations/0001_initial.py", "tests/test_views.py", "tests.py", "test_x.py"):
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("class Migration:\n    pass\n")
+    (package / "views.py").write_text('"""Views."""\n\ndef index():\n    """The index."""\n')
+    assert count_docstrings([package]) == (2, 2, [])
+    # A file named explicitly is counted whatever its name.
+    assert count_docstrings([package / "tests.py"]) == (0, 2, ["tests.py", "tests.Migration"])

@@ -55,6 +55,21 @@ def test_a_missing_module_at_collection(
     assert hint in cause.summary
 
 
+def test_a_server_module_python_cannot_run() -> None:
+    # `python -m uvicorn app:app` with uvicorn missing: no exception, no quotes around the name.
+    log = "INFO starting\n/tmp/envs/ab12/bin/python: No module named uvicorn\n"
+    undeclared = ModuleOwner(frozenset({"notes_api"}), frozenset({"fastapi"}), True)
+    cause = find_cause("service", log, undeclared)
+    assert cause is not None
+    assert (cause.failure_class, cause.summary) == (
+        "agent",
+        "service failed: python -m uvicorn: not installed (the project does not declare it: "
+        "add it to its dependencies)",
+    )
+    declared = find_cause("service", log, OWNER)
+    assert declared is not None and declared.failure_class == "environment"
+
+
 def test_other_causes_tools_print() -> None:
     mypy = 'app.py:1: error: Cannot find implementation or library stub for module named "yaml"'
     cause = find_cause("mypy", mypy, OWNER)

@@ -43,7 +43,8 @@ SERVICE = r'''
 """Test service: GET /health -> 200 (503 when unhealthy), anything else -> 200 after DELAY s.
 
 argv: PORT DELAY MODE, MODE in ok | unhealthy | stubborn (ignores SIGTERM and starts a
-child that leaves the process group). Every service starts a sleeping child: "child".
+child that leaves the process group) | close (each body ends by closing the connection).
+Every service starts a sleeping child: "child".
 """
 import asyncio
 import os
@@ -76,6 +77,11 @@ async def handle(reader, writer):
                 status = b"200 OK"
                 if DELAY:
                     await asyncio.sleep(DELAY)
+            if MODE == "close":  # the body ends with the connection (Django's runserver)
+                writer.write(b"HTTP/1.1 " + status + b"\r\nConnection: close\r\n\r\nok")
+                await writer.drain()
+                writer.close()
+                return
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\nok")
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()
@@ -142,6 +148,17 @@ def assert_gone(result: LoadProbeResult, script: Path) -> None:
             proc = psutil.Process(pid)  # still there: must be a zombie, or a reused pid
             cmdline = " ".join(proc.cmdline()) if proc.status() != psutil.STATUS_ZOMBIE else ""
             assert str(script) not in cmdline
+
+
+@needs_wrk
+async def test_a_body_that_ends_with_the_connection_is_not_a_read_error(service: Path) -> None:
+    # wrk counts one read error per such response; every response here was a complete 200.
+    result = await probe(service, spec_for(service, mode="close"))
+
+    assert result.requests > 0
+    assert result.error_breakdown["read"] == 0 and result.errors == 0
+    assert {c.figure: c for c in check_load_thresholds(result)}["error_rate"].passed
+    assert_gone(result, service)
 
 
 @needs_wrk

@@ -729,3 +729,23 @@ def test_clean_sarif_has_no_findings(tmp_path: Path) -> None:
 
     assert report.total == report.high == 0
     assert report.top == []
+
+
+def test_mypy_junit_names_the_first_error_not_its_generic_message(tmp_path: Path) -> None:
+    (tmp_path / "api.py").write_text('def count() -> int:\n    return "three"\n')
+    report = tmp_path / "mypy.xml"
+    argv = [sys.executable, "-m", "mypy", "--junit-format=per_file", f"--junit-xml={report}"]
+    subprocess.run(
+        [*argv, "--cache-dir", str(tmp_path / "cache"), "api.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
+    )
+
+    junit = parse_junit(report)
+
+    assert junit.failures == 1
+    [case] = junit.failed_cases
+    assert "api.py:2: error: Incompatible return value type" in case, case
+    assert "mypy produced messages" not in case
