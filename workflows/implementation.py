@@ -67,9 +67,13 @@ with workflow.unsafe.imports_passed_through():
         PATCH_GATE_DECISIONS,
         PATCH_GATES_AND_BUDGETS,
         PATCH_PULL_REQUEST,
+        PATCH_REPAIRING_STATE,
     )
     from workflows.progress import Progress
     from workflows.run_facts import RunFacts
+
+_STOPPED_BY_A_CANCEL = (PhaseStatusValue.RUNNING, PhaseStatusValue.FAILED)
+"""What a cancel may relabel: the round it stopped, never a phase that was done or waiting."""
 
 IMPL_PHASE = SearchAttributeKey.for_keyword("ImplPhase")
 IMPL_STATE = SearchAttributeKey.for_keyword("ImplState")
@@ -175,7 +179,7 @@ class ImplementationWorkflow:
         notes = list(self._feedback)
         repairs = 0
         while True:
-            result = await self._run_within_budget(spec, notes)
+            result = await self._run_within_budget(spec, notes, repairs > 0)
             if not self._run.gates:
                 return None
             gate = await self._gate(spec, result)
@@ -214,11 +218,13 @@ class ImplementationWorkflow:
             self._progress.get(spec.name).status = PhaseStatusValue.DONE  # waived: done
             return None
 
-    async def _run_within_budget(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
+    async def _run_within_budget(
+        self, spec: PhaseSpec, notes: list[str], repairing: bool
+    ) -> PhaseResult:
         """Run the phase; a budget cap reached (by the agent or the ledger) asks a person."""
         while True:
             try:
-                result = await self._run_phase(spec, notes)
+                result = await self._run_phase(spec, notes, repairing)
             except ActivityError as err:
                 if (
                     not self._run.with_gates_and_budgets
@@ -242,9 +248,10 @@ class ImplementationWorkflow:
             )
         self._budget.grant(answer.budget_usd)
 
-    async def _run_phase(self, spec: PhaseSpec, notes: list[str]) -> PhaseResult:
+    async def _run_phase(self, spec: PhaseSpec, notes: list[str], repairing: bool) -> PhaseResult:
         """One round of the phase's activity; the outcome goes into progress and the ledger."""
-        self._set(TaskState.RUNNING, spec.name)
+        repair = repairing and workflow.patched(PATCH_REPAIRING_STATE)
+        self._set(TaskState.REPAIRING if repair else TaskState.RUNNING, spec.name)
         rnd = self._progress.started(spec.name, workflow.now())
         self._refresh()
         done = [p for p in self._progress.phases if p.status == PhaseStatusValue.DONE]
@@ -424,7 +431,8 @@ class ImplementationWorkflow:
 
     def _cancelled(self) -> None:
         self._error = "cancelled"
-        if self._phase:
+        self._approvals.close()  # a cancelled task waits for nobody
+        if self._phase and self._progress.get(self._phase).status in _STOPPED_BY_A_CANCEL:
             self._progress.ended(
                 self._phase, PhaseStatusValue.CANCELLED, "cancelled", workflow.now()
             )
@@ -434,6 +442,7 @@ class ImplementationWorkflow:
     def _failed(self, err: ActivityError | ApplicationError) -> ApplicationError:
         failure = task_failure(err, self._phase, self._run.prepared)
         self._error = failure.message
+        self._approvals.close()  # a failed task waits for nobody
         self._set(TaskState.FAILED, self._phase)
         return failure
 

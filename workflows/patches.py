@@ -17,6 +17,10 @@ at once: re-running it cannot change the result)."""
 PATCH_CANCELLING = "cancelling-state-v1"
 """Since this patch a cancel request shows ``ImplState=cancelling`` until the executor stops."""
 
+PATCH_REPAIRING_STATE = "repairing-state-v1"
+"""Since this patch a repair round shows ``ImplState=repairing`` while it runs (before, the
+round's start set ``running`` right after ``repairing``: ``list --state repairing`` found none)."""
+
 
 # --- PlanWorkflow ----------------------------------------------------------------------
 

@@ -229,8 +229,9 @@ async def test_deadline_reminds_then_fails(
     assert _Hook.received[0]["phase"] == "design"
     key = _Hook.received[0]["idempotency_key"]  # a resent reminder repeats it: de-duplicable
     assert key.startswith(f"{h.id}:design:") and _Hook.received[0]["header_key"] == key
-    assert st.decisions[-1].decision == "expired" and st.pending_approval is not None
-    assert st.pending_approval.reminded
+    # The task failed: nothing waits for a person any more (status and the UI say so).
+    assert st.decisions[-1].decision == "expired" and st.pending_approval is None
+    assert st.state == TaskState.FAILED
 
 
 async def test_deadline_keep_waiting_then_approve(
@@ -272,6 +273,20 @@ async def test_pause_and_resume(
         assert (await h.query("status", result_type=TaskStatus)).state == TaskState.PAUSED
         await h.signal("resume")
         assert (await h.result()).state == TaskState.COMPLETED
+
+
+async def test_a_task_cancelled_while_it_waits_waits_for_nobody(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, task(repo, approval={"after": ["review"]}))
+        await wait_for(h, TaskState.AWAITING_APPROVAL, "review")
+        await h.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await h.result()
+        st = await h.query("status", result_type=TaskStatus)
+    assert st.state == TaskState.CANCELLED and st.pending_approval is None
+    assert st.phases[0].status == PhaseStatusValue.DONE  # review was done and committed
 
 
 async def _one_marked(marker: str) -> int:
