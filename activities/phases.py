@@ -56,9 +56,10 @@ from implflow.errors import (
     EXECUTOR_UNAVAILABLE,
     GATE_CONFIG_INVALID,
     GIT_PUSH_FAILED,
+    INVALID_INPUT,
     PHASE_TIMEOUT,
 )
-from implflow.layout import ARTIFACT_FILES, GATES_FILE, LOGS_DIR
+from implflow.layout import ARTIFACT_FILES, GATES_FILE, LOGS_DIR, relative_repo
 from implflow.models import (
     AttemptFailure,
     AttemptReport,
@@ -102,6 +103,9 @@ class ImplActivities:
         """Resolve the executor (input, else the worker default) and check it and the repo."""
         name = (inp.executor or self.settings.executor).strip().lower()
         self.executors.get(name)  # raises a non-retryable error naming what to install or set
+        refused = relative_repo(inp.repo)
+        if refused:
+            raise ApplicationError(refused, type=INVALID_INPUT, non_retryable=True)
         if name == "shell":
             _check_commands(inp.commands)
         kind, base = await self.threads.run(check_repo, inp.repo)
@@ -420,6 +424,8 @@ def _check_commands(commands: dict[str, list[str]]) -> None:
     the design approval); a missing one fails the task at once, naming the phase."""
     for phase, argv in commands.items():
         program = argv[0] if argv else ""
+        if "/" in program and not program.startswith("/"):
+            continue  # relative to the checkout (a script of the repo, or one a phase writes)
         found = (
             Path(program).is_file() and os.access(program, os.X_OK)
             if "/" in program

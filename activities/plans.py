@@ -48,7 +48,7 @@ from implflow.errors import (
     INVALID_INPUT,
     REPO_UNAVAILABLE,
 )
-from implflow.layout import GATES_FILE, IMPLFLOW_DIR, REPORTS_DIR
+from implflow.layout import GATES_FILE, IMPLFLOW_DIR, REPORTS_DIR, relative_repo
 from implflow.models import Decision, ImplementationResult, PullRequestInput, TaskState, TaskStatus
 from implflow.plans import (
     IntegrateInput,
@@ -216,6 +216,9 @@ class PlanActivities:
     @activity.defn(name="prepare_plan")
     async def prepare_plan(self, inp: PreparePlanInput) -> PreparePlanResult:
         """Check the repo, the base and the specialists; find tasks already started."""
+        refused = relative_repo(inp.repo)
+        if refused:
+            raise ApplicationError(refused, type=INVALID_INPUT, non_retryable=True)
         _, head = await self.threads.run(check_repo, inp.repo)
         checkout = self._checkout(inp.repo, inp.plan_id, "prepare")
         await self.threads.git(checkout.fetch)

@@ -112,8 +112,40 @@ def _run(coro_fn: Callable[[ImplflowClient], Coroutine[Any, Any, T]]) -> T:
 
 def say_error(e: object) -> None:
     """One plain line on stderr (no wrapping, no markup), whatever the terminal width."""
-    text = " ".join(str(e).split())
+    text = visible(" ".join(str(e).split()))
     sys.stderr.write(f"error: {text}\n")
+
+
+_SHOWN = {0x0A: "\\n", 0x0D: "\\r"}
+_CONTROLS = {
+    c: _SHOWN.get(c, f"\\x{c:02x}")
+    for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+    if c != 0x09  # a tab is only white space
+}
+_CONTROLS_BUT_NEWLINE = {c: shown for c, shown in _CONTROLS.items() if c != 0x0A}
+
+
+def visible(text: object, *, multiline: bool = False) -> str:
+    """Text the CLI did not write, safe for a terminal: control characters shown as ``\\x1b``.
+
+    ESC and the other C0/C1 controls (and a newline, unless ``multiline``) cannot move the
+    cursor, clear the screen or retitle the window. Only for people: ``--json`` is exact.
+    """
+    return str(text).translate(_CONTROLS_BUT_NEWLINE if multiline else _CONTROLS)
+
+
+def safe(text: object, *, multiline: bool = False) -> str:
+    """Text the CLI did not write, for a rich markup string: visible and markup-escaped."""
+    from rich.markup import escape
+
+    return escape(visible(text, multiline=multiline))
+
+
+def cell(text: object) -> Any:
+    """A table cell of data: a ``rich.text.Text``, never parsed as markup."""
+    from rich.text import Text
+
+    return Text(visible(text))
 
 
 def _emit_json(data: Any, indent: int | None = 2) -> None:
@@ -126,7 +158,8 @@ def _report(as_json: bool, data: Any, text: str) -> None:
     if as_json:
         _emit_json(data)
     else:
-        console().print(text, highlight=False)
+        # ``text`` carries ids, phases, approvers: never markup, never terminal controls.
+        console().print(visible(text, multiline=True), markup=False, highlight=False)
 
 
 def _bad_input(message: str) -> typer.Exit:
@@ -299,11 +332,14 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
     out = console()
     state = _state_of(status, execution)
     ended_early = execution != "running" and state != status.state.value
-    out.print(f"[bold]{status.title}[/bold]  ({status.workflow_id})", highlight=False)
+    # Everything from the task (titles, outcomes, errors, approvers, comments, ids) is
+    # escaped or printed without markup: `[/]` in a title is shown, not parsed.
+    out.print(f"[bold]{safe(status.title)}[/bold]  ({safe(status.workflow_id)})", highlight=False)
     out.print(
-        f"state: [bold]{state}[/bold]"
-        + (f" (last reported: {status.state.value})" if ended_early else "")
-        + f"  phase: {status.current_phase or '-'}  executor: {status.executor or '-'}"
+        f"state: [bold]{safe(state)}[/bold]"
+        + (f" (last reported: {safe(status.state.value)})" if ended_early else "")
+        + f"  phase: {safe(status.current_phase or '-')}"
+        + f"  executor: {safe(status.executor or '-')}"
         + ("  [yellow]paused[/yellow]" if status.paused else ""),
         highlight=False,
     )
@@ -311,10 +347,10 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
     from implflow.layout import branch_name
 
     branch = status.branch or branch_name(status.workflow_id)
-    out.print(f"repo: {repo or '-'}  branch: {branch}", highlight=False)
+    out.print(visible(f"repo: {repo or '-'}  branch: {branch}"), markup=False, highlight=False)
     for doc in _documents(status, repo, branch):
         where = f"git -C {repo} show {branch}:{doc}" if repo else f"{branch}:{doc}"
-        out.print(f"document: {doc}  (read it: {where})", highlight=False)
+        out.print(visible(f"document: {doc}  (read it: {where})"), markup=False, highlight=False)
     table = Table("phase", "status", "rounds", "attempts", "duration", "gate", "outcome")
     for p in status.phases:
         gate = ""
@@ -323,43 +359,46 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
             gate += f" ({p.repairs} repair)" if p.repairs == 1 else ""
             gate += f" ({p.repairs} repairs)" if p.repairs > 1 else ""
         table.add_row(
-            p.name,
-            p.status.value,
+            cell(p.name),
+            cell(p.status.value),
             str(p.rounds),
             f"{p.attempts} (now {p.attempt})"
             if p.status == PhaseStatusValue.RUNNING and p.attempt > 1
             else str(p.attempts),
             f"{p.duration_s:.1f}s" if p.duration_s else "",
             gate,
-            p.outcome[:60],
+            cell(p.outcome[:60]),
         )
     out.print(table)
     for p in status.phases:  # what the retried attempts of a round ran into
         for line in p.failed_attempts:
-            out.print(f"retried: {p.name} {line}", markup=False, highlight=False)
+            out.print(visible(f"retried: {p.name} {line}"), markup=False, highlight=False)
     if status.ledger.cost_usd or status.ledger.tokens:
         led = status.ledger
         out.print(f"spent: ${led.cost_usd:.2f}, {led.tokens} tokens, {led.turns} turns")
     if status.pending_approval and not ended_early:
         pa = status.pending_approval
         if pa.evidence:
-            out.print(pa.evidence, markup=False, highlight=False)
+            out.print(visible(pa.evidence, multiline=True), markup=False, highlight=False)
         out.print(
-            f"[yellow]awaiting a decision on {pa.phase}[/yellow] ({pa.kind}) since "
+            f"[yellow]awaiting a decision on {safe(pa.phase)}[/yellow] ({safe(pa.kind)}) since "
             f"{pa.since.isoformat(timespec='seconds')}"
-            + (f" (commit {pa.commit[:10]})" if pa.commit else ""),
+            + (f" (commit {safe(pa.commit[:10])})" if pa.commit else ""),
             highlight=False,
         )
-        out.print(next_step(status.workflow_id, pa), markup=False, highlight=False)
+        out.print(visible(next_step(status.workflow_id, pa)), markup=False, highlight=False)
     for d in status.decisions:
         out.print(
-            f"decision: {d.phase} {d.decision} by {d.approver} at "
-            f"{d.at.isoformat(timespec='seconds')}"
-            + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else ""),
+            visible(
+                f"decision: {d.phase} {d.decision} by {d.approver} at "
+                f"{d.at.isoformat(timespec='seconds')}"
+                + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else "")
+            ),
+            markup=False,
             highlight=False,
         )
     if status.error:
-        out.print(f"[red]error:[/red] {status.error}", highlight=False)
+        out.print(f"[red]error:[/red] {safe(status.error, multiline=True)}", highlight=False)
 
 
 @app.command()
@@ -412,7 +451,7 @@ def start(
             # One line, so `--json --watch` output is JSON lines.
             _emit_json({"workflow_id": wid, "task_queue": flow.task_queue}, indent=None)
         else:
-            console().print(f"started {wid}", highlight=False)
+            console().print(visible(f"started {wid}"), markup=False, highlight=False)
         if watch_:
             return await _watch(flow, wid, as_json)
         return 0
@@ -432,7 +471,8 @@ async def _watch(flow: ImplflowClient, wid: str, as_json: bool) -> int:
             continue
         done, total = _done_count(status)
         console().print(
-            f"[{done}/{total}] {status.state.value:<18} {status.current_phase or '-'}",
+            visible(f"[{done}/{total}] {status.state.value:<18} {status.current_phase or '-'}"),
+            markup=False,
             highlight=False,
         )
     if last is None:  # pragma: no cover - watch always yields the first status
@@ -441,9 +481,10 @@ async def _watch(flow: ImplflowClient, wid: str, as_json: bool) -> int:
     state = _state_of(last, execution)
     if not as_json:
         if execution != "running" and last.state not in FINAL_STATES:
-            console().print(f"{wid} ended: {state}", highlight=False)
+            console().print(visible(f"{wid} ended: {state}"), markup=False, highlight=False)
         elif last.pending_approval:
-            console().print(next_step(wid, last.pending_approval), markup=False, highlight=False)
+            step = next_step(wid, last.pending_approval)
+            console().print(visible(step), markup=False, highlight=False)
         elif last.state in FINAL_STATES:
             render_status(last)
     return 1 if state in FAILED_STATES else 0
@@ -624,7 +665,13 @@ def list_(
 
     table = Table("workflow id", "title", "state", "phase", "age")
     for r in rows:
-        table.add_row(r["workflow_id"], r["title"], r["state"], r["phase"] or "", _age(r["age_s"]))
+        table.add_row(
+            cell(r["workflow_id"]),
+            cell(r["title"]),
+            cell(r["state"]),
+            cell(r["phase"] or ""),
+            _age(r["age_s"]),
+        )
     console().print(table)
 
 
@@ -654,7 +701,8 @@ def diff(
             )
             return
         # The header goes to stderr, so stdout is a patch `git apply` takes as it is.
-        sys.stderr.write(f"{d.phase} round {d.round}: commit {d.commit[:12]} on {d.branch}\n")
+        header = f"{d.phase} round {d.round}: commit {d.commit[:12]} on {d.branch}"
+        sys.stderr.write(visible(header) + "\n")
         sys.stdout.write(d.text)
         sys.stdout.flush()
 
@@ -667,8 +715,21 @@ def _sent(as_json: bool, workflow_id: str, what: str, text: str) -> None:
 
 @app.command()
 def cancel(workflow_id: IdArg, as_json: JsonOpt = False) -> None:
-    """Cancel a task: the running phase is stopped and the task ends `cancelled`."""
-    _run(lambda flow: flow.cancel(workflow_id))
+    """Cancel a task: the running phase is stopped and the task ends `cancelled`.
+
+    A task that already ended is not cancelled (Temporal would accept the request and do
+    nothing): one line says how it ended, exit 1.
+    """
+
+    async def go(flow: ImplflowClient) -> None:
+        execution = await flow.execution_state(workflow_id)
+        if execution != "running":
+            raise ImplflowError(
+                f"task {workflow_id} already ended ({execution}); there is nothing to cancel"
+            )
+        await flow.cancel(workflow_id)
+
+    _run(go)
     _sent(as_json, workflow_id, "cancel", f"cancellation requested for {workflow_id}")
 
 

@@ -87,6 +87,20 @@ def is_url(repo: str) -> bool:
     return bool(_URL.match(repo))
 
 
+def relative_repo(repo: str) -> str | None:
+    """The one-line refusal of a ``repo`` that is neither a git URL nor an absolute path.
+
+    A worker would resolve a relative path against its own working directory: another
+    repository, or none. The CLI and the client make such paths absolute before they start.
+    """
+    if is_url(repo) or repo.startswith("/"):
+        return None
+    return (
+        f"repo: {repo!r} must be an absolute path or a git URL "
+        "(a worker would resolve a relative path against its own directory)"
+    )
+
+
 def branch_key(workflow_id: str) -> str:
     """The task's name in refs and on disk: one path component, injective over workflow ids.
 

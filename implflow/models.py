@@ -252,6 +252,12 @@ class ImplementationInput(_Input):
                 raise ValueError(f"{field}: unknown phase name(s) {unknown}; known: {names}")
         if len(set(self.skip)) >= len(known):
             raise ValueError("skip: cannot skip every phase")
+        skipped_gates = [p for p in self.approval.after or [] if p in self.skip]
+        if skipped_gates:  # a person asked to approve a phase that will never run
+            raise ValueError(
+                f"approval.after: {skipped_gates} also in skip; an approval after a skipped "
+                "phase would never be asked for"
+            )
         return self
 
 

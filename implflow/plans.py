@@ -821,7 +821,10 @@ def _resolved_paths(data: dict[str, Any], here: Path) -> dict[str, Any]:
     if "repo" in out:
         out["repo"] = local(out["repo"])
     holders: list[Any] = [out.get("defaults")]
-    for task in out.get("tasks") or []:
+    # Only a list holds tasks: anything else (`tasks: 5`) is left as it is for the model
+    # to refuse in one line naming `tasks`, never iterated here.
+    tasks = out.get("tasks")
+    for task in tasks if isinstance(tasks, list) else []:
         holders.append(task)
         if isinstance(task, dict) and isinstance(task.get("candidates"), list):
             holders.extend(task["candidates"])

@@ -385,6 +385,8 @@ async def test_bad_input_fails_at_once_naming_the_field(
         ({"executor": "gpt-magic"}, "ExecutorUnavailable", "IMPLFLOW_EXECUTOR"),
         ({"executor": "claude-code"}, "ExecutorUnavailable", "npm install"),
         ({"repo": "/nonexistent/repo"}, "RepoUnavailable", "not a directory"),
+        # A worker would resolve it against its own directory (started raw, not by the CLI).
+        ({"repo": "notes-api"}, "InvalidInput", "must be an absolute path or a git URL"),
         ({"commands": {"review": ["no-such-program-xyz"]}}, "ExecutorUnavailable", "not installed"),
     ],
 )
@@ -407,6 +409,24 @@ async def test_unusable_setup_fails_fast_without_retrying(
     # Found by prepare, before any phase ran (not after the design approval).
     assert cause.message.startswith("prepare failed: ")
     assert all(p.rounds == 0 for p in st.phases)
+
+
+async def test_a_command_may_be_a_script_of_the_repository(
+    ts_env: WorkflowEnvironment, run_worker: WorkerFactory, repo: Path
+) -> None:
+    script = repo / "scripts" / "implement.sh"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\necho implemented > implemented.txt\n")
+    script.chmod(0o755)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for args in (["add", "scripts"], ["commit", "-qm", "a script"]):
+        subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
+    scripted = task(repo, commands={"implement": ["./scripts/implement.sh"]})
+    async with run_worker() as (_, tq):
+        h = await start(ts_env, tq, scripted.model_copy(update={"approval": {"after": []}}))
+        result = await asyncio.wait_for(h.result(), 60)
+    assert result.state == TaskState.COMPLETED
+    assert branch_file(repo, h.id, "implemented.txt") == "implemented\n"
 
 
 async def test_failing_command_is_retried_then_fails_the_task(
