@@ -115,6 +115,59 @@ PUSH_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 _REJECTED_FOR_GOOD = ("non-fast-forward", "fetch first", "stale info", "already exists")
 
 
+# --- commit messages and their trailers -----------------------------------------------------
+
+
+_TRAILER_LIKE = re.compile(r"^\s*Implflow-[A-Za-z-]+\s*:", re.IGNORECASE)
+TRAILER_GUARD = "> "
+"""Put before a line of agent or command text that would read as an implflow trailer."""
+
+TRAILER_SEP = "%x1d"
+"""``separator=`` of ``%(trailers:key=...)``: a repeated key's values, apart (last wins)."""
+
+
+def message_text(text: str) -> str:
+    """``text`` from an agent or command (a summary) as it may stand in a commit message.
+
+    Every line that looks like an implflow trailer (``Implflow-<Key>:``) gets
+    ``TRAILER_GUARD`` in front, so no reader, git's or a line scan, takes it for one; line
+    breaks git does not know (``\\r`` and the like) become ``\\n`` first. The real trailers
+    are the message's last paragraph, after this text.
+    """
+    return "\n".join(
+        TRAILER_GUARD + line if _TRAILER_LIKE.match(line) else line for line in text.splitlines()
+    )
+
+
+def trailer_value(value: str) -> str:
+    """A trailer's value on one line: text from an agent (a session id) cannot add a line."""
+    return " ".join(value.splitlines())
+
+
+def trailer_lines(trailers: Mapping[str, str | None]) -> str:
+    """The trailer block implflow writes: ``Implflow-<key>: <value>`` per non-empty value."""
+    return "".join(f"Implflow-{k}: {trailer_value(v)}\n" for k, v in trailers.items() if v)
+
+
+def parse_trailers(block: str) -> dict[str, str]:
+    """Trailers as git prints a commit's trailer block (``%(trailers:only,unfold)``).
+
+    Only that block, the message's last paragraph, is ever read (never lines of the body); a
+    key that repeats there has its last value.
+    """
+    found: dict[str, str] = {}
+    for line in block.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            found[key.strip()] = value.strip()
+    return found
+
+
+def last_value(values: str) -> str:
+    """The last of a key's values as ``%(trailers:key=K,valueonly,separator=%x1d)`` prints them."""
+    return values.split("\x1d")[-1].strip()
+
+
 # --- running git ------------------------------------------------------------------------
 
 
@@ -430,7 +483,7 @@ class TaskCheckout:
         out = self.git(
             "for-each-ref",
             "--format=%(objectname)%00%(tree)%00%(refname)%00"
-            "%(trailers:key=Implflow-Run,valueonly,separator=%x2c)%1e",
+            f"%(trailers:key=Implflow-Run,valueonly,separator={TRAILER_SEP})%1e",
             *patterns,
         )
         refs = {}
@@ -438,7 +491,7 @@ class TaskCheckout:
             parts = entry.strip().split("\x00")
             if len(parts) == 4:
                 sha, tree, name, run = parts
-                refs[name] = Ref(sha, tree, run.strip())
+                refs[name] = Ref(sha, tree, last_value(run))
         return refs
 
     def sync(self, tip: str | None = None) -> str:
@@ -512,14 +565,14 @@ class TaskCheckout:
             return False
         out = self.git(
             "log",
-            "--format=%(trailers:key=Implflow-Workflow,valueonly,separator=%x2c)%x1f"
-            "%(trailers:key=Implflow-Run,valueonly,separator=%x2c)%x1e",
+            f"--format=%(trailers:key=Implflow-Workflow,valueonly,separator={TRAILER_SEP})%x1f"
+            f"%(trailers:key=Implflow-Run,valueonly,separator={TRAILER_SEP})%x1e",
             f"{base}..{head}",
         )
         entries = [e.strip() for e in out.split("\x1e") if e.strip()]
         for entry in entries:
             workflow, _, run = entry.partition("\x1f")
-            if workflow.strip() != self.workflow_id or not self.is_this_run(run.strip()):
+            if last_value(workflow) != self.workflow_id or not self.is_this_run(last_value(run)):
                 return False
         return bool(entries)
 
@@ -575,15 +628,15 @@ class TaskCheckout:
             "log",
             "--fixed-strings",
             f"--grep=Implflow-Workflow: {self.workflow_id}",
-            "--format=%(trailers:key=Implflow-Workflow,valueonly,separator=%x2c)%x1f"
-            "%(trailers:key=Implflow-Run,valueonly,separator=%x2c)%x1e",
+            f"--format=%(trailers:key=Implflow-Workflow,valueonly,separator={TRAILER_SEP})%x1f"
+            f"%(trailers:key=Implflow-Run,valueonly,separator={TRAILER_SEP})%x1e",
             tip,
         )
         runs = []
         for entry in out.split("\x1e"):
             workflow, _, run = entry.strip().partition("\x1f")
-            if workflow.strip() == self.workflow_id:
-                runs.append(run.strip())
+            if last_value(workflow) == self.workflow_id:
+                runs.append(last_value(run))
         return runs
 
     def _checkpoint_moves(self, checkpoints: Mapping[str, Ref], suffix: str) -> list[str]:
@@ -649,27 +702,27 @@ class TaskCheckout:
         return verdict
 
     def _find_commit(self, key: RoundKey, *, gate: bool) -> str | None:
-        """The commit of ``key`` on the task branch, this run's: its round's, or its gate's."""
+        """The commit of ``key`` on the task branch, this run's: its round's, or its gate's.
+
+        Read from the commit's trailer block as git parses it (the message's last
+        paragraph): a line of the summary above it never counts, in commits of any version.
+        """
         log = self.git(
             "log",
             "--fixed-strings",
             f"--grep=Implflow-Workflow: {key.workflow_id}",
-            "--format=%H%x1f%B%x1e",
+            "--format=%H%x1f%(trailers:only,unfold)%x1e",
             "HEAD",
         )
         want = {"Workflow": key.workflow_id, "Phase": key.phase, "Round": str(key.round)}
         for entry in log.split("\x1e"):
-            sha, _, body = entry.strip().partition("\x1f")
-            lines = body.splitlines()
-            is_gate = "Implflow-Gate: yes" in lines
-            run = next(
-                (ln[len("Implflow-Run: ") :] for ln in lines if ln.startswith("Implflow-Run: ")), ""
-            )
+            sha, _, block = entry.strip().partition("\x1f")
+            trailers = parse_trailers(block)
             if (
                 sha
-                and is_gate == gate
-                and all(f"Implflow-{k}: {v}" in lines for k, v in want.items())
-                and self.is_this_run(run)
+                and (trailers.get("Implflow-Gate") == "yes") == gate
+                and all(trailers.get(f"Implflow-{k}") == v for k, v in want.items())
+                and self.is_this_run(trailers.get("Implflow-Run", ""))
             ):
                 return sha
         return None
@@ -777,11 +830,13 @@ class TaskCheckout:
         path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         self.ensure_gitignore()
         tree = self.stage_all()
-        lines = "".join(f"Implflow-{k}: {v}\n" for k, v in trailers.items() if v)
-        # Parented on ``start``: an agent's own commits fold into the round's one commit.
-        sha = self.git(
-            *IDENTITY, "commit-tree", tree, "-p", start, "-m", f"{subject}\n\n{summary}\n\n{lines}"
+        # The summary is the agent's or command's text: no line of it may read as a trailer,
+        # and the real trailers are the last paragraph (``_find_commit`` reads only that).
+        message = (
+            f"{trailer_value(subject)}\n\n{message_text(summary)}\n\n{trailer_lines(trailers)}"
         )
+        # Parented on ``start``: an agent's own commits fold into the round's one commit.
+        sha = self.git(*IDENTITY, "commit-tree", tree, "-p", start, "-m", message)
         self.git("update-ref", f"refs/heads/{self.branch}", sha)
         self.push([f"{sha}:refs/heads/{self.branch}"])
         if self.state is not None:

@@ -537,22 +537,56 @@ def _round_diff(
 
 
 def _rounds(log: str, workflow_id: str) -> list[tuple[str, int, str]]:
-    """(phase, round, commit) of every phase-round commit in ``log``, oldest first."""
+    """(phase, round, commit) of every phase-round commit in ``log``, oldest first.
+
+    ``log`` is ``git log --format=%H%x1f%B%x1e``; only each message's trailer block counts
+    (``_trailer_block``), never a line of the summary above it.
+    """
     found: list[tuple[str, int, str]] = []
     for entry in log.split("\x1e"):
         sha, _, body = entry.strip().partition("\x1f")
-        trailers = {
-            key: value
-            for key, sep, value in (line.partition(": ") for line in body.splitlines())
-            if sep and key.startswith("Implflow-")
-        }
+        trailers = _trailer_block(body)
+        phase, number = trailers.get("Implflow-Phase"), trailers.get("Implflow-Round", "")
         if (
             sha
+            and phase
             and trailers.get("Implflow-Workflow") == workflow_id
             and trailers.get("Implflow-Gate") != "yes"
-            and trailers.get("Implflow-Round", "").isdigit()
+            and number.isdigit()
         ):
-            found.append((trailers["Implflow-Phase"], int(trailers["Implflow-Round"]), sha))
+            found.append((phase, int(number), sha))
+    return found
+
+
+_TRAILER = re.compile(r"([A-Za-z0-9-]+)[ \t]*:[ \t]*(.*)")
+
+
+def _trailer_block(message: str) -> dict[str, str]:
+    """The trailers of a commit message as git finds them: its last paragraph (never the
+    subject's), when every line there is a ``Key: value`` trailer (or continues one).
+
+    A key that repeats in the block has its last value.
+    """
+    paragraphs: list[list[str]] = [[]]
+    for line in message.split("\n"):
+        if line.strip():
+            paragraphs[-1].append(line.rstrip("\r"))
+        elif paragraphs[-1]:
+            paragraphs.append([])
+    paragraphs = [p for p in paragraphs if p]
+    if len(paragraphs) < 2:
+        return {}
+    found: dict[str, str] = {}
+    key = ""
+    for line in paragraphs[-1]:
+        match = _TRAILER.fullmatch(line)
+        if match:
+            key = match.group(1)
+            found[key] = match.group(2).strip()
+        elif key and line[:1] in (" ", "\t"):
+            found[key] = f"{found[key]} {line.strip()}"
+        else:
+            return {}  # not a trailer block: the message has no trailers
     return found
 
 
