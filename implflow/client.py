@@ -178,7 +178,7 @@ class ImplflowClient:
         workflow_id: str | None = None,
     ) -> str:
         """Start a task; returns its workflow id (default ``impl-<12 hex>``)."""
-        inp = parse(ImplementationInput, task)
+        inp = _here(parse(ImplementationInput, task))
         check_executor(inp)
         wid = workflow_id or f"impl-{uuid.uuid4().hex[:12]}"
         # One id, one task: an id already used (running or ended) is refused, never
@@ -461,6 +461,19 @@ class ImplflowClient:
         )
 
 
+_Located = TypeVar("_Located", ImplementationInput, PlanInput)
+
+
+def _here(inp: _Located) -> _Located:
+    """A relative (or ``~``) repository path is this program's, as on the command line:
+    made absolute here, since a worker would resolve it against its own directory."""
+    from implflow.layout import relative_repo
+
+    if not relative_repo(inp.repo):
+        return inp
+    return inp.model_copy(update={"repo": str(Path(inp.repo).expanduser().resolve())})
+
+
 def _age_s(now: datetime, started: datetime | None) -> int | None:
     return round((now - started).total_seconds()) if started else None
 
@@ -620,7 +633,7 @@ class PlanClient(ImplflowClient):
         self, plan: PlanInput | Mapping[str, Any] | str, plan_id: str | None = None
     ) -> PlanStart:
         """Start a plan (default id: ``default_plan_id``, the same for the same content)."""
-        inp = plan if isinstance(plan, PlanInput) else parse_plan(plan)
+        inp = _here(plan if isinstance(plan, PlanInput) else parse_plan(plan))
         check_plan_executors(inp)
         pid = plan_id or default_plan_id(inp)
         if not re.match(PLAN_ID_PATTERN, pid):
