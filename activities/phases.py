@@ -108,6 +108,8 @@ class ImplActivities:
             raise ApplicationError(refused, type=INVALID_INPUT, non_retryable=True)
         if name == "shell":
             _check_commands(inp.commands)
+        if inp.pull_request:  # found now, not after every phase ran and was paid for
+            pr_command(self.settings, "pull_request")
         kind, base = await self.threads.run(check_repo, inp.repo)
         # A reused workflow id: an earlier run's branch is moved aside (kept), never reused.
         async with self._checkout_lock(inp.workflow_id):

@@ -354,6 +354,8 @@ class PrepareInput(_Input):
     executor: str | None = None
     commands: dict[str, list[str]] = Field(default_factory=dict)
     """The task's shell commands: each program must be on the worker before review runs."""
+    pull_request: bool = False
+    """The task asks for a pull request at the end: the worker must have a command for it."""
 
 
 class PrepareResult(_Record):

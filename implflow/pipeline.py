@@ -99,6 +99,7 @@ def prepare_input(workflow_id: str, task: ImplementationInput) -> PrepareInput:
         repo=task.repo,
         executor=task.executor,
         commands={k: list(v) for k, v in task.commands.items()},
+        pull_request=task.pull_request,
     )
 
 

@@ -524,5 +524,9 @@ async def test_pull_request_without_a_command_fails_clearly(
         h = await start(ts_env, tq, task(repo, approval={"after": []}, pull_request=True))
         with pytest.raises(WorkflowFailureError) as info:
             await h.result()
+        st = await h.query("status", result_type=TaskStatus)
     cause = info.value.cause
     assert isinstance(cause, ApplicationError) and "IMPLFLOW_PR_COMMAND" in cause.message
+    # Found by prepare, before any phase ran and was paid for.
+    assert cause.message.startswith("prepare failed: ")
+    assert all(p.rounds == 0 for p in st.phases)
