@@ -87,7 +87,10 @@ class Progress:
             p.status = PhaseStatusValue.FAILED
 
     def ended(self, name: str, status: PhaseStatusValue, outcome: str, now: datetime) -> None:
+        """The phase stopped without a result (failed, cancelled): its round's attempts count."""
         p = self.get(name)
+        if p.status == PhaseStatusValue.RUNNING:  # the round in flight: every attempt it made
+            p.attempts += p.attempt
         p.status = status
         p.outcome = outcome[:500]
         p.finished_at = now

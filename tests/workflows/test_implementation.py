@@ -446,6 +446,7 @@ async def test_failing_command_is_retried_then_fails_the_task(
     assert isinstance(cause, ApplicationError) and cause.type == "PhaseCommandFailed"
     assert "exited 3" in cause.message and "boom" in cause.message
     assert st.state == TaskState.FAILED and st.phases[0].status == PhaseStatusValue.FAILED
+    assert st.phases[0].attempts == 2  # both attempts of the failed round are counted
 
 
 RETRY_THEN_WAIT = """
