@@ -107,6 +107,9 @@ GATE_TOOLS = frozenset({"pytest", "coverage", "ruff", "mypy", "bandit"})
 INSTALLED_TOOLS = ("pytest", "coverage")
 """Gate tools that must run inside the environment (they import the target's code)."""
 
+FRAMEWORK_TOOLS = {"django": ("pytest-django",)}
+"""More such tools for a target that declares the framework: Django's tests need its plugin."""
+
 MARKER = "implflow-env.json"
 """Written last into a complete environment: its key, sources and build time."""
 
@@ -194,6 +197,14 @@ class Recipe:
     """The project's own normalized name."""
 
     @property
+    def tools(self) -> tuple[str, ...]:
+        """The gate tools installed into this target's environment."""
+        extra = [
+            t for name, tools in FRAMEWORK_TOOLS.items() if name in self.declared for t in tools
+        ]
+        return (*INSTALLED_TOOLS, *extra)
+
+    @property
     def needs_environment(self) -> bool:
         """A Python target that declares something besides implflow's own gate tools."""
         if self.kind != "python":
@@ -203,7 +214,7 @@ class Recipe:
     def key(self) -> str:
         """The cache key: a hash of everything that decides what gets installed."""
         digest = hashlib.sha256()
-        tools = {name: _version(name) for name in INSTALLED_TOOLS}
+        tools = {name: _version(name) for name in self.tools}
         head = {
             "recipe": RECIPE_VERSION,
             "python": list(sys.version_info[:3]),
@@ -681,7 +692,7 @@ async def _build(
     await _uv(install, "installing the dependencies", workdir, store, log, beat)
     missing = [
         f"{name}=={version}" if (version := _version(name)) else name
-        for name in INSTALLED_TOOLS
+        for name in recipe.tools
         if not _installed(target, name)
     ]
     if missing:
@@ -696,7 +707,8 @@ async def _build(
 
 
 def _installed(target: Path, distribution: str) -> bool:
-    return any(target.glob(f"lib/python*/site-packages/{distribution}-*.dist-info"))
+    wheel_name = distribution.replace("-", "_")  # dist-info directories use the wheel's name
+    return any(target.glob(f"lib/python*/site-packages/{wheel_name}-*.dist-info"))
 
 
 async def _uv(

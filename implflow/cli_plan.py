@@ -66,9 +66,13 @@ def check(file: FileArg, repo: RepoOpt = None, as_json: cli.JsonOpt = False) -> 
         sys.stdout.write(plan_json(plan) + "\n")
         return
     order = topological_order(plan.tasks)
+    # The title and ids come from the file: never markup, never terminal controls.
     cli.console().print(
-        f"{plan.title}: {len(plan.tasks)} tasks, concurrency {plan.concurrency}, "
-        f"on_failure {plan.on_failure}; order: {', '.join(order)}",
+        cli.visible(
+            f"{plan.title}: {len(plan.tasks)} tasks, concurrency {plan.concurrency}, "
+            f"on_failure {plan.on_failure}; order: {', '.join(order)}"
+        ),
+        markup=False,
         highlight=False,
     )
 
@@ -95,9 +99,13 @@ def run(
         if as_json:
             cli._emit_json({"plan_id": pid, "started": started.started}, indent=None)
         elif started.started:
-            cli.console().print(f"started plan {pid}", highlight=False)
+            cli.console().print(cli.visible(f"started plan {pid}"), markup=False, highlight=False)
         else:
-            cli.console().print(f"plan {pid} is already running this plan; following it")
+            cli.console().print(
+                cli.visible(f"plan {pid} is already running this plan; following it"),
+                markup=False,
+                highlight=False,
+            )
         return await _watch(plans, pid, as_json) if watch_ else 0
 
     raise typer.Exit(cli._run(go))
@@ -125,8 +133,10 @@ async def _watch(plans: PlanClient, plan_id: str, as_json: bool) -> int:
                 shown[task.id] = now
                 waiting = f" — waiting for {task.waiting}" if task.waiting else ""
                 cli.console().print(
-                    f"[{done}/{status.totals.tasks}] {task.id:<{width}}  {task.state.value:<18} "
-                    f"{task.phase or '-'}{waiting}",
+                    cli.visible(
+                        f"[{done}/{status.totals.tasks}] {task.id:<{width}}  "
+                        f"{task.state.value:<18} {task.phase or '-'}{waiting}"
+                    ),
                     highlight=False,
                     markup=False,
                 )
@@ -134,8 +144,10 @@ async def _watch(plans: PlanClient, plan_id: str, as_json: bool) -> int:
             asked = status.pending.model_dump()
             p = status.pending
             cli.console().print(
-                f"the plan waits for {p.phase} of {p.task}: implflow plan approve {plan_id} "
-                f"{p.task} --phase {p.phase}" + (" --candidate N" if p.phase == "pick" else ""),
+                cli.visible(
+                    f"the plan waits for {p.phase} of {p.task}: implflow plan approve {plan_id} "
+                    f"{p.task} --phase {p.phase}" + (" --candidate N" if p.phase == "pick" else "")
+                ),
                 highlight=False,
                 markup=False,
             )
@@ -147,14 +159,19 @@ async def _watch(plans: PlanClient, plan_id: str, as_json: bool) -> int:
 
 
 def render_plan(status: PlanStatus) -> None:
-    """The plan for people: the table of tasks, totals, the pending decision, the result."""
+    """The plan for people: the table of tasks, totals, the pending decision, the result.
+
+    Everything from the plan (titles, ids, states, evidence, branches, errors) is escaped or
+    printed without markup: `[/]` in a title is shown, not parsed; controls are shown visibly.
+    """
     from rich.table import Table
 
+    safe, visible, cell = cli.safe, cli.visible, cli.cell
     con = cli.console()
-    con.print(f"[bold]{status.title}[/bold]  ({status.plan_id})", highlight=False)
+    con.print(f"[bold]{safe(status.title)}[/bold]  ({safe(status.plan_id)})", highlight=False)
     t = status.totals
     con.print(
-        f"state: [bold]{status.state.value}[/bold]  stage: {status.stage}  "
+        f"state: [bold]{safe(status.state.value)}[/bold]  stage: {safe(status.stage)}  "
         f"{t.completed}/{t.tasks} completed, {t.running} running, {t.waiting} waiting, "
         f"{t.failed} failed, {t.blocked} blocked  spent ${t.cost_usd:.2f}"
         + (f" of ${status.budget_usd_total:.2f}" if status.budget_usd_total else ""),
@@ -166,44 +183,51 @@ def render_plan(status: PlanStatus) -> None:
         table.add_column(name)
     for task in status.tasks:
         table.add_row(
-            task.id,
-            task.specialist,
-            task.state.value,
-            task.phase or "",
-            task.waiting or "",
+            cell(task.id),
+            cell(task.specialist),
+            cell(task.state.value),
+            cell(task.phase or ""),
+            cell(task.waiting or ""),
             f"${task.cost_usd:.2f}",
         )
     con.print(table)
-    con.print(f"task branches: implflow/{status.plan_id}.<task>", highlight=False, markup=False)
+    con.print(
+        visible(f"task branches: implflow/{status.plan_id}.<task>"), highlight=False, markup=False
+    )
     for task in status.tasks:
         if len(task.runs) > 1:
             for run in task.runs:
                 figures = run.figures.line() if run.figures else ""
                 con.print(
-                    f"  {task.id} candidate {run.candidate}: {run.state or 'not started'} "
-                    f"{run.label} {figures}",
+                    visible(
+                        f"  {task.id} candidate {run.candidate}: {run.state or 'not started'} "
+                        f"{run.label} {figures}"
+                    ),
                     highlight=False,
                     markup=False,
                 )
     if status.pending:
         p = status.pending
         if p.evidence:
-            con.print(p.evidence, markup=False, highlight=False)
+            con.print(visible(p.evidence, multiline=True), markup=False, highlight=False)
         con.print(
-            f"[yellow]waiting for {p.phase} of {p.task}[/yellow]: "
-            f"implflow plan approve {status.plan_id} {p.task} --phase {p.phase}",
+            f"[yellow]waiting for {safe(p.phase)} of {safe(p.task)}[/yellow]: "
+            + safe(f"implflow plan approve {status.plan_id} {p.task} --phase {p.phase}"),
             highlight=False,
         )
     i = status.integration
     if i is not None and i.commit:
         test = {True: "passed", False: "failed", None: "not run"}[i.test_passed]
         con.print(
-            f"integration: {i.branch} @ {i.commit[:12]} (merged {', '.join(i.merged)}; "
-            f"tests {test})",
+            visible(
+                f"integration: {i.branch} @ {i.commit[:12]} (merged {', '.join(i.merged)}; "
+                f"tests {test})"
+            ),
+            markup=False,
             highlight=False,
         )
     if status.error:
-        con.print(f"[red]error:[/red] {status.error}", highlight=False, markup=True)
+        con.print(f"[red]error:[/red] {safe(status.error, multiline=True)}", highlight=False)
 
 
 @plan_app.command()
@@ -269,7 +293,7 @@ def list_(
 
     table = Table("plan id", "state", "stage", "started")
     for row in rows:
-        table.add_row(*(str(row[k] or "") for k in ("plan_id", "state", "stage", "started")))
+        table.add_row(*(cli.cell(row[k] or "") for k in ("plan_id", "state", "stage", "started")))
     cli.console().print(table)
 
 

@@ -37,8 +37,9 @@ from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from implflow.cli import next_step
+from implflow.cli import next_step, safe, visible
 from implflow.client import FINAL_STATES, ImplflowClient
 from implflow.connection import connect
 from implflow.errors import ImplflowError
@@ -145,7 +146,7 @@ class StdinLines:
                 if line is None or at >= asked:
                     self._queue.put_nowait((at, line))
                     break
-        console.print(question, end="", highlight=False, markup=False)
+        console.print(visible(question), end="", highlight=False, markup=False)
         sys.stdout.flush()
         _, line = await self._queue.get()
         if line is None:
@@ -162,7 +163,11 @@ async def _server(settings: Settings, console: Console) -> AsyncIterator[str]:
         yield f"localhost:{settings.server_port}"
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"starting the embedded Temporal dev server (data in {settings.data_dir}) ...")
+    console.print(
+        visible(f"starting the embedded Temporal dev server (data in {settings.data_dir}) ..."),
+        markup=False,
+        highlight=False,
+    )
     async with dev_server(
         db_file=settings.data_dir / "temporal.db",
         port=settings.server_port,
@@ -234,25 +239,27 @@ async def _decide(
     if pending is None:
         return
     phase = pending.phase
+    # What the task reports (phases, evidence, commits, approvers, errors) and the paths are
+    # escaped or printed without markup, with terminal controls shown visibly.
     console.print(
-        f"\n[bold yellow]{phase} is waiting for you[/bold yellow] ({pending.kind}; "
-        f"commit {(pending.commit or '-')[:10]} on branch {branch_name(wid)})"
+        f"\n[bold yellow]{safe(phase)} is waiting for you[/bold yellow] ({safe(pending.kind)}; "
+        f"commit {safe((pending.commit or '-')[:10])} on branch {safe(branch_name(wid))})"
     )
     if pending.evidence:
-        console.print(pending.evidence, markup=False, highlight=False)
+        console.print(visible(pending.evidence, multiline=True), markup=False, highlight=False)
     if phase == "design":
         console.print(
-            f"read the design: git -C {repo} show {branch_name(wid)}:{DESIGN_DOC}",
+            visible(f"read the design: git -C {repo} show {branch_name(wid)}:{DESIGN_DOC}"),
             markup=False,
             highlight=False,
         )
     if lines is None:  # --auto-approve
         word: DecisionWord = "waive" if pending.kind == "gate" else "approve"
         await flow.decide(wid, phase, word, "demo", comment="auto-approved by the demo")
-        console.print(f"auto-{word}d {phase}")
+        console.print(visible(f"auto-{word}d {phase}"), markup=False, highlight=False)
         return
     console.print(
-        f"answer here, or from anywhere else: {next_step(wid, pending)}",
+        visible(f"answer here, or from anywhere else: {next_step(wid, pending)}"),
         markup=False,
         highlight=False,
     )
@@ -284,21 +291,31 @@ async def _decide(
             feedback=text if word == "reject" else "",
         )
     except ImplflowError as err:  # e.g. decided elsewhere a moment earlier
-        console.print(f"not recorded: {err}", markup=False, highlight=False)
+        console.print(visible(f"not recorded: {err}"), markup=False, highlight=False)
         return
     console.print(
-        f"{word}d {phase}" + ("; it runs again with your feedback" if word == "reject" else "")
+        visible(f"{word}d {phase}")
+        + ("; it runs again with your feedback" if word == "reject" else ""),
+        markup=False,
+        highlight=False,
     )
 
 
 def _say_decided_elsewhere(decision: Decision | None, phase: str, console: Console) -> None:
     if decision is None:
-        console.print(f"\n{phase} is no longer waiting; following the task", highlight=False)
+        console.print(
+            visible(f"\n{phase} is no longer waiting; following the task", multiline=True),
+            markup=False,
+            highlight=False,
+        )
         return
     how = {"signal": "a signal", "update": "the decide update"}.get(decision.via, decision.via)
     console.print(
-        f"\n{phase}: {decision.decision} by {decision.approver} (via {how}), "
-        "given elsewhere; following the task",
+        "\n"
+        + visible(
+            f"{phase}: {decision.decision} by {decision.approver} (via {how}), "
+            "given elsewhere; following the task"
+        ),
         markup=False,
         highlight=False,
     )
@@ -362,8 +379,8 @@ async def _run_demo(auto_approve: bool, console: Console) -> int:
             ui = (
                 f"http://localhost:{settings.ui_port}/namespaces/{client.namespace}/workflows/{wid}"
             )
-            console.print(f"started [bold]{wid}[/bold]: {DEMO_TITLE}", highlight=False)
-            console.print(f"watch it in the Temporal UI: {ui}")
+            console.print(f"started [bold]{safe(wid)}[/bold]: {safe(DEMO_TITLE)}", highlight=False)
+            console.print(visible(f"watch it in the Temporal UI: {ui}"), markup=False)
             lines = None if auto_approve else StdinLines()
             final, state = await _follow(flow, wid, lines, repo, console)
         except asyncio.CancelledError:
@@ -407,21 +424,26 @@ async def _follow(
         status = await flow.status(wid)
         if status.current_phase != running and status.state.value in ("running", "repairing"):
             running = status.current_phase
-            console.print(f"  … {running} ({status.state.value})", highlight=False)
+            console.print(
+                visible(f"  … {running} ({status.state.value})"), markup=False, highlight=False
+            )
         for p in status.phases:
             gate = p.gate
             if gate is not None and (p.name, gate.round, gate.passed) not in seen:
                 seen.add((p.name, gate.round, gate.passed))
                 mark = "[green]✓[/green]" if gate.passed else "[red]✗[/red]"
                 console.print(
-                    f"  {mark} {p.name:<10} round {gate.round}  gate "
-                    f"{'passed' if gate.passed else 'FAILED'}"
+                    f"  {mark} {safe(f'{p.name:<10}')} round {gate.round}  gate "
+                    f"{'passed' if gate.passed else 'FAILED'}",
+                    highlight=False,
                 )
                 for check in gate.checks:
                     console.print(
-                        f"      {'PASS' if check.passed else 'FAIL'} {check.name}: "
-                        f"{check.summary}"
-                        + (f"  [target {check.threshold}]" if check.threshold else ""),
+                        visible(
+                            f"      {'PASS' if check.passed else 'FAIL'} {check.name}: "
+                            f"{check.summary}"
+                            + (f"  [target {check.threshold}]" if check.threshold else "")
+                        ),
                         markup=False,
                         highlight=False,
                     )
@@ -449,14 +471,20 @@ def _summary(status: TaskStatus, state: str, repo: Path, console: Console) -> No
     table = Table("phase", "rounds", "repairs", "gate", "measured", "target", title="Summary")
     for p in status.phases:
         checks = p.gate.checks if p.gate else []
-        measured = "\n".join(c.summary for c in checks)
-        targets = "\n".join(c.threshold or "-" for c in checks)
+        # Cells of data are Text, never markup; one line per check, controls shown visibly.
+        measured = Text("\n".join(visible(c.summary) for c in checks))
+        targets = Text("\n".join(visible(c.threshold or "-") for c in checks))
         gate = "-" if p.gate is None else ("passed" if p.gate.passed else "failed")
-        table.add_row(p.name, str(p.rounds), str(p.repairs), gate, measured, targets)
+        table.add_row(Text(visible(p.name)), str(p.rounds), str(p.repairs), gate, measured, targets)
     console.print(table)
     for d in status.decisions:
         console.print(
-            f"decision: {d.phase} {d.decision} by {d.approver} (commit {(d.commit or '-')[:10]})"
+            visible(
+                f"decision: {d.phase} {d.decision} by {d.approver} "
+                f"(commit {(d.commit or '-')[:10]})"
+            ),
+            markup=False,
+            highlight=False,
         )
     branch = status.branch or branch_name(status.workflow_id)
     log = subprocess.run(
@@ -467,9 +495,11 @@ def _summary(status: TaskStatus, state: str, repo: Path, console: Console) -> No
         check=False,
     )
     console.print(
-        f"\n[bold]{state}[/bold] — branch {branch} of {repo} "
-        "(one commit per phase round, one per gate):"
+        f"\n[bold]{safe(state)}[/bold] — branch {safe(branch)} of {safe(repo)} "
+        "(one commit per phase round, one per gate):",
+        highlight=False,
     )
-    console.print(log.stdout.rstrip(), highlight=False)
+    # Commit subjects are the agents' text: shown as written, never markup.
+    console.print(visible(log.stdout.rstrip(), multiline=True), markup=False, highlight=False)
     if status.error:
-        console.print(f"[red]error:[/red] {status.error}", highlight=False)
+        console.print(f"[red]error:[/red] {safe(status.error, multiline=True)}", highlight=False)

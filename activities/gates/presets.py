@@ -32,6 +32,7 @@ under it) holds ``Answer:`` followed by text.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,31 @@ def _review_and_design(workdir: Path) -> dict[str, list[CheckConfig]]:
     }
 
 
+_DJANGO_SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
+_PYTEST_CONFIGS = ("pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
+
+
+def django_settings(workdir: Path) -> list[str]:
+    """pytest options for a Django project (``manage.py`` names its settings module): its
+    plugin (installed into the task environment), the settings, and Django's own test file
+    names (``tests.py``, ``test*.py``) unless the project's pytest configuration names them."""
+    manage = workdir / "manage.py"
+    found = _DJANGO_SETTINGS.search(_text(manage)) if manage.is_file() else None
+    if found is None or "django" not in read_recipe(workdir).declared:
+        return []
+    options = ["-p", "pytest_django", f"--ds={found.group(1)}"]
+    if not any("python_files" in _text(workdir / name) for name in _PYTEST_CONFIGS):
+        options += ["-o", "python_files=test*.py *_test.py tests.py"]
+    return options
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[:200_000]
+    except OSError:
+        return ""
+
+
 def _readme(workdir: Path) -> CheckConfig:
     present = [name for name in README_NAMES if (workdir / name).exists()]
     return CheckConfig(name="readme", format="changed", paths=present or ["README.md"])
@@ -130,6 +156,8 @@ def python_preset(workdir: Path) -> Preset:
     env = {"PYTHONPATH": "src"} if src_layout else {}
     source = ",".join(targets)
 
+    django = django_settings(workdir)
+
     def tests(name: str, min_tests: int) -> CheckConfig:
         return CheckConfig(
             name=name,
@@ -146,6 +174,7 @@ def python_preset(workdir: Path) -> Preset:
                 "-q",
                 "-p",
                 "no:cacheprovider",
+                *django,
                 "--junitxml={report}",
             ],
             report="{report_dir}/junit.xml",
