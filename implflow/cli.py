@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -173,7 +174,7 @@ def next_step(workflow_id: str, pending: PendingApproval) -> str:
     A failed gate is answered only by waive (with a reason), reject or abort: ``approve``
     would pass it without recording why.
     """
-    p, wid = pending.phase, workflow_id
+    p, wid = shlex.quote(pending.phase), shlex.quote(workflow_id)  # pasted into a shell
     reject = f'`implflow reject {wid} --phase {p} --feedback "..."`'
     abort = f"`implflow abort {wid} --phase {p}`"
     if pending.kind == "gate":

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -52,7 +53,19 @@ review's blocking questions."""
 ProjectKind = Literal["python", "node", "none"]
 """What kind of project a gate preset was chosen for."""
 
-Argv = Annotated[list[Annotated[str, StringConstraints(max_length=4096)]], Field(min_length=1)]
+
+def _program_named(argv: list[str]) -> list[str]:
+    if not argv[0].strip():
+        raise ValueError("the first element names the program to run: it may not be empty")
+    return argv
+
+
+Argv = Annotated[
+    list[Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")]],
+    Field(min_length=1),
+    AfterValidator(_program_named),
+]
+"""A program and its arguments (never a shell string); no NUL byte, which no argv can hold."""
 
 
 MAX_WAIT_S = 366 * 86400.0

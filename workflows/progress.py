@@ -6,6 +6,7 @@ workflow's *current details* in the Temporal UI.
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 
 from implflow.layout import ARTIFACT_FILES
@@ -155,7 +156,7 @@ class Progress:
 
 def _waiting_line(pending: PendingApproval, workflow_id: str) -> str:
     """What the task waits for and the exact commands that answer it."""
-    phase, wid = pending.phase, workflow_id
+    phase, wid = shlex.quote(pending.phase), shlex.quote(workflow_id)  # pasted into a shell
     what = {
         "approval": "approval",
         "gate": "a failed gate",

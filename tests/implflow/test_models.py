@@ -72,6 +72,8 @@ def test_custom_pipeline_is_data() -> None:
         ({**MINIMAL, "skip": list(PHASES)}, "skip"),
         ({**MINIMAL, "approval": {"remind_after_s": 10, "deadline_s": 5}}, "deadline_s"),
         ({**MINIMAL, "phases": [{"name": "a"}, {"name": "a"}]}, "duplicate"),
+        ({**MINIMAL, "commands": {"review": [""]}}, "commands.review"),
+        ({**MINIMAL, "commands": {"review": ["make", "a\x00b"]}}, "commands.review.1"),
         # A person's approval after a phase that is skipped would never be asked for.
         ({**MINIMAL, "skip": ["design"], "approval": {"after": ["design"]}}, "approval.after"),
     ],
