@@ -13,8 +13,6 @@ import asyncio
 import dataclasses
 import json
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,13 +32,12 @@ from implflow.models import (
     AttemptFailure,
     ImplementationInput,
     PhaseInput,
-    PhaseSpec,
     TaskState,
 )
 from implflow.settings import Settings
 from implflow.worker import build_worker
 from tests.fakes.anthropic_server import FakeAnthropicServer, api_error, text, write_file
-from tests.helpers import branch_file, git_repo
+from tests.helpers import branch_file, git_out, git_repo, shell_phase
 from tests.helpers.executors import (
     CLAUDE_BIN,
     Harness,
@@ -54,22 +51,11 @@ WIP = "refs/implflow/wip/wf-c/implement-r1"
 KILLED = r"exited (-9|137)\b"  # SIGKILL, as the process or the sandbox around it reports it
 
 
-def git(cwd: Path, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
-    return done.stdout.strip()
+git = git_out
 
 
 def phase_input(repo: Path, script: str, **spec: Any) -> PhaseInput:
-    return PhaseInput(
-        workflow_id="wf-c",
-        title="t",
-        description="d",
-        repo=str(repo),
-        executor="shell",
-        phase=PhaseSpec(name="implement", **spec),
-        round=1,
-        command=[sys.executable, "-c", script],
-    )
+    return shell_phase(repo, script, workflow_id="wf-c", **spec)
 
 
 def worker(tmp_path: Path, name: str) -> ImplActivities:

@@ -44,10 +44,10 @@ from activities.process import (
 )
 from activities.sandbox import SandboxPolicy, _tools_under, bwrap_argv, in_scope_network
 from implflow.converter import data_converter
-from implflow.models import GateInput, PhaseInput, PhaseSpec
+from implflow.models import GateInput, PhaseInput
 from implflow.server import dev_server
 from implflow.settings import Settings
-from tests.helpers import alive, branch_file, git_repo
+from tests.helpers import alive, branch_file, git_repo, shell_phase
 from tests.helpers.stack import ROOT, eventually
 
 CANARY = f"canary-{uuid.uuid4().hex}-must-not-leak"
@@ -78,16 +78,8 @@ def acts(tmp_path: Path, worker_home: Path) -> ImplActivities:
 
 
 def phase_input(repo: Path, script: str, *args: str, workflow_id: str = "wf-box") -> PhaseInput:
-    return PhaseInput(
-        workflow_id=workflow_id,
-        title="t",
-        description="d",
-        repo=str(repo),
-        executor="shell",
-        phase=PhaseSpec(name="implement"),
-        round=1,
-        command=[sys.executable, "-c", script, *args],
-    )
+    inp = shell_phase(repo, script, workflow_id=workflow_id)
+    return inp.model_copy(update={"command": [sys.executable, "-c", script, *args]})
 
 
 def branch_text(repo: Path, workflow_id: str = "wf-box") -> str:

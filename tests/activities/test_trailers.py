@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,31 +21,15 @@ from activities.phases import ImplActivities
 from activities.workspace import RoundKey, TaskCheckout
 from implflow.client import _round_diff, _rounds
 from implflow.layout import branch_name
-from implflow.models import AgentUsage, PhaseInput, PhaseSpec, RoundRecord
+from implflow.models import AgentUsage, RoundRecord
 from implflow.settings import Settings
+from tests.helpers import git_out as git
+from tests.helpers import shell_phase as phase_input
 
 SPOOFS = ["Implflow-Gate: yes", "Implflow-Run: other"]
 """Last output lines of a phase command that read like trailers (the round's summary)."""
 
 TRAILER_LIKE = re.compile(r"^\s*Implflow-[A-Za-z-]+\s*:", re.IGNORECASE)
-
-
-def git(cwd: Path, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
-    return done.stdout.strip()
-
-
-def phase_input(repo: Path, script: str, *, name: str = "implement") -> PhaseInput:
-    return PhaseInput(
-        workflow_id="wf-1",
-        title="t",
-        description="d",
-        repo=str(repo),
-        executor="shell",
-        phase=PhaseSpec(name=name),
-        round=1,
-        command=[sys.executable, "-c", script],
-    )
 
 
 def run_env(run_id: str = "run-1", attempt: int = 1) -> ActivityEnvironment:

@@ -23,28 +23,10 @@ import activities.workspace as workspace
 from activities.phases import ImplActivities
 from activities.workspace import DEFAULT_GITIGNORE
 from implflow.layout import branch_key, branch_name
-from implflow.models import PhaseInput, PhaseSpec, PrepareInput
+from implflow.models import PrepareInput
 from implflow.settings import Settings
-
-
-def git(cwd: Path, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
-    return done.stdout.strip()
-
-
-def phase_input(
-    repo: Path, script: str | None, *, workflow_id: str = "wf-1", name: str = "implement"
-) -> PhaseInput:
-    return PhaseInput(
-        workflow_id=workflow_id,
-        title="t",
-        description="d",
-        repo=str(repo),
-        executor="shell",
-        phase=PhaseSpec(name=name),
-        round=1,
-        command=[sys.executable, "-c", script] if script is not None else None,
-    )
+from tests.helpers import git_out as git
+from tests.helpers import shell_phase as phase_input
 
 
 def run_env(run_id: str = "run-1", attempt: int = 1) -> ActivityEnvironment:

@@ -8,13 +8,43 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 from temporalio.worker import Worker
+
+from implflow.models import PhaseInput, PhaseSpec
 
 AGENT = [sys.executable, "-m", "implflow.demo_agent"]
 
 
 WorkerFactory = Callable[..., AbstractAsyncContextManager[tuple[Worker, str]]]
+
+
+def git_out(cwd: Path, *args: str, check: bool = True) -> str:
+    """``git args`` in ``cwd``: its stripped output."""
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
+    return done.stdout.strip()
+
+
+def shell_phase(
+    repo: Path,
+    script: str | None,
+    *,
+    workflow_id: str = "wf-1",
+    name: str = "implement",
+    **spec: Any,
+) -> PhaseInput:
+    """One round of a shell-executor phase whose command runs the Python ``script``."""
+    return PhaseInput(
+        workflow_id=workflow_id,
+        title="t",
+        description="d",
+        repo=str(repo),
+        executor="shell",
+        phase=PhaseSpec(name=name, **spec),
+        round=1,
+        command=[sys.executable, "-c", script] if script is not None else None,
+    )
 
 
 def git_repo(path: Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ from activities.phases import ImplActivities
 from activities.workspace import RoundKey, TaskCheckout
 from implflow.errors import GATE_CONFIG_INVALID
 from implflow.layout import GATES_FILE
-from implflow.models import GateInput, PhaseInput, PhaseSpec
+from implflow.models import GateInput, PhaseInput
 from implflow.settings import Settings
-from tests.helpers import branch_file, branch_log
+from tests.helpers import branch_file, branch_log, shell_phase
 from tests.helpers.gates import copy_example
 
 REVIEW = """# Review
@@ -28,16 +27,7 @@ REVIEW = """# Review
 
 
 def phase(repo: Path, name: str, script: str) -> PhaseInput:
-    return PhaseInput(
-        workflow_id="wf-g",
-        title="t",
-        description="d",
-        repo=str(repo),
-        executor="shell",
-        phase=PhaseSpec(name=name),
-        round=1,
-        command=[sys.executable, "-c", script],
-    )
+    return shell_phase(repo, script, workflow_id="wf-g", name=name)
 
 
 async def test_gate_commits_its_reports_and_is_not_run_twice(tmp_path: Path) -> None:
