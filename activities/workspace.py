@@ -58,8 +58,10 @@ from implflow.layout import (
     LOGS_DIR,
     REPORTS_DIR,
     RUNS_DIR,
+    TRAILERS_FORMAT,
     branch_key,
     is_url,
+    parse_trailers,
 )
 from implflow.models import RoundRecord
 
@@ -147,20 +149,6 @@ def trailer_value(value: str) -> str:
 def trailer_lines(trailers: Mapping[str, str | None]) -> str:
     """The trailer block implflow writes: ``Implflow-<key>: <value>`` per non-empty value."""
     return "".join(f"Implflow-{k}: {trailer_value(v)}\n" for k, v in trailers.items() if v)
-
-
-def parse_trailers(block: str) -> dict[str, str]:
-    """Trailers as git prints a commit's trailer block (``%(trailers:only,unfold)``).
-
-    Only that block, the message's last paragraph, is ever read (never lines of the body); a
-    key that repeats there has its last value.
-    """
-    found: dict[str, str] = {}
-    for line in block.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip():
-            found[key.strip()] = value.strip()
-    return found
 
 
 def last_value(values: str) -> str:
@@ -711,7 +699,7 @@ class TaskCheckout:
             "log",
             "--fixed-strings",
             f"--grep=Implflow-Workflow: {key.workflow_id}",
-            "--format=%H%x1f%(trailers:only,unfold)%x1e",
+            f"--format=%H%x1f{TRAILERS_FORMAT}%x1e",
             "HEAD",
         )
         want = {"Workflow": key.workflow_id, "Phase": key.phase, "Round": str(key.round)}

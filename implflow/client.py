@@ -52,6 +52,7 @@ from implflow import TASK_QUEUE, WORKFLOW_TYPE
 from implflow.connection import connect
 from implflow.converter import describe_validation_error
 from implflow.errors import ImplflowError, InvalidInputError
+from implflow.layout import TRAILERS_FORMAT, parse_trailers, relative_repo
 from implflow.models import (
     ApproveSignal,
     DecideInput,
@@ -467,8 +468,6 @@ _Located = TypeVar("_Located", ImplementationInput, PlanInput)
 def _here(inp: _Located) -> _Located:
     """A relative (or ``~``) repository path is this program's, as on the command line:
     made absolute here, since a worker would resolve it against its own directory."""
-    from implflow.layout import relative_repo
-
     if not relative_repo(inp.repo):
         return inp
     return inp.model_copy(update={"repo": str(Path(inp.repo).expanduser().resolve())})
@@ -523,7 +522,9 @@ def _round_diff(
             ["git", "rev-parse", "--verify", "--quiet", ref], cwd=where, capture_output=True
         ).returncode:
             raise ImplflowError(f"branch {branch} is not in {repo} yet: no phase has finished")
-        rounds = _rounds(_git(where, "log", "--reverse", "--format=%H%x1f%B%x1e", ref), workflow_id)
+        rounds = _rounds(
+            _git(where, "log", "--reverse", f"--format={ROUNDS_LOG_FORMAT}", ref), workflow_id
+        )
         chosen = [
             r
             for r in rounds
@@ -549,16 +550,20 @@ def _round_diff(
         return RoundDiff(phase=name, round=number, commit=sha, branch=branch, text=text)
 
 
+ROUNDS_LOG_FORMAT = f"%H%x1f{TRAILERS_FORMAT}%x1e"
+"""``git log --format`` that ``_rounds`` reads: each commit's sha and its trailer block."""
+
+
 def _rounds(log: str, workflow_id: str) -> list[tuple[str, int, str]]:
     """(phase, round, commit) of every phase-round commit in ``log``, oldest first.
 
-    ``log`` is ``git log --format=%H%x1f%B%x1e``; only each message's trailer block counts
-    (``_trailer_block``), never a line of the summary above it.
+    ``log`` is ``git log --format=ROUNDS_LOG_FORMAT``: only each message's trailer block, as
+    git parses it, counts; never a line of the summary above it.
     """
     found: list[tuple[str, int, str]] = []
     for entry in log.split("\x1e"):
-        sha, _, body = entry.strip().partition("\x1f")
-        trailers = _trailer_block(body)
+        sha, _, block = entry.strip().partition("\x1f")
+        trailers = parse_trailers(block)
         phase, number = trailers.get("Implflow-Phase"), trailers.get("Implflow-Round", "")
         if (
             sha
@@ -568,38 +573,6 @@ def _rounds(log: str, workflow_id: str) -> list[tuple[str, int, str]]:
             and number.isdigit()
         ):
             found.append((phase, int(number), sha))
-    return found
-
-
-_TRAILER = re.compile(r"([A-Za-z0-9-]+)[ \t]*:[ \t]*(.*)")
-
-
-def _trailer_block(message: str) -> dict[str, str]:
-    """The trailers of a commit message as git finds them: its last paragraph (never the
-    subject's), when every line there is a ``Key: value`` trailer (or continues one).
-
-    A key that repeats in the block has its last value.
-    """
-    paragraphs: list[list[str]] = [[]]
-    for line in message.split("\n"):
-        if line.strip():
-            paragraphs[-1].append(line.rstrip("\r"))
-        elif paragraphs[-1]:
-            paragraphs.append([])
-    paragraphs = [p for p in paragraphs if p]
-    if len(paragraphs) < 2:
-        return {}
-    found: dict[str, str] = {}
-    key = ""
-    for line in paragraphs[-1]:
-        match = _TRAILER.fullmatch(line)
-        if match:
-            key = match.group(1)
-            found[key] = match.group(2).strip()
-        elif key and line[:1] in (" ", "\t"):
-            found[key] = f"{found[key]} {line.strip()}"
-        else:
-            return {}  # not a trailer block: the message has no trailers
     return found
 
 

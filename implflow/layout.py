@@ -101,6 +101,25 @@ def relative_repo(repo: str) -> str | None:
     )
 
 
+TRAILERS_FORMAT = "%(trailers:only,unfold)"
+"""``git log --format`` of a commit's trailer block as git parses it: the message's last
+paragraph only, never a line of the summary above it."""
+
+
+def parse_trailers(block: str) -> dict[str, str]:
+    """Trailers as git prints a commit's trailer block (``TRAILERS_FORMAT``).
+
+    Only that block, the message's last paragraph, is ever read (never lines of the body); a
+    key that repeats there has its last value.
+    """
+    found: dict[str, str] = {}
+    for line in block.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            found[key.strip()] = value.strip()
+    return found
+
+
 def branch_key(workflow_id: str) -> str:
     """The task's name in refs and on disk: one path component, injective over workflow ids.
 

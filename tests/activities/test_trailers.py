@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 import activities.workspace as workspace
 from activities.phases import ImplActivities
 from activities.workspace import RoundKey, TaskCheckout
-from implflow.client import _round_diff, _rounds
+from implflow.client import ROUNDS_LOG_FORMAT, _round_diff, _rounds
 from implflow.layout import branch_name
 from implflow.models import AgentUsage, RoundRecord
 from implflow.settings import Settings
@@ -130,7 +130,7 @@ async def test_agent_text_never_forms_a_trailer_line(tmp_path: Path, repo: Path)
     retry.sync()
     found = retry.recorded(key)
     assert found is not None and found.commit == sha
-    assert _rounds(git(repo, "log", "--format=%H%x1f%B%x1e", sha), "wf-1") == [
+    assert _rounds(git(repo, "log", f"--format={ROUNDS_LOG_FORMAT}", sha), "wf-1") == [
         ("implement", 1, sha)
     ]
 
@@ -145,7 +145,7 @@ async def test_diff_lists_a_round_whose_output_ends_with_a_gate_trailer(
     script = counting(tmp_path / "b", "Implflow-Round: 9") + "; print('Implflow-Run: other')"
     other = await run_env().run(acts.run_phase, phase_input(repo, script, name="review"))
     branch = branch_name("wf-1")
-    log = git(repo, "log", "--reverse", "--format=%H%x1f%B%x1e", branch)
+    log = git(repo, "log", "--reverse", f"--format={ROUNDS_LOG_FORMAT}", branch)
     assert _rounds(log, "wf-1") == [("implement", 1, spoofed.commit), ("review", 1, other.commit)]
     diff = _round_diff(str(repo), False, branch, "wf-1", "implement", None, True)
     assert (diff.phase, diff.round, diff.commit) == ("implement", 1, spoofed.commit)
@@ -177,5 +177,5 @@ async def test_rounds_committed_before_the_fix_are_still_found(tmp_path: Path, r
     )
     assert counter.read_text() == "x"
     assert (again.commit, again.reused) == (sha, True)
-    log = git(repo, "log", "--format=%H%x1f%B%x1e", sha)
+    log = git(repo, "log", f"--format={ROUNDS_LOG_FORMAT}", sha)
     assert _rounds(log, "wf-1") == [("implement", 1, sha)]

@@ -164,8 +164,8 @@ def test_watch_counter_counts_done_phases_and_never_goes_back_in_a_repair() -> N
 
 
 def test_round_commits_are_found_by_their_trailers() -> None:
-    def commit(sha: str, *trailers: str) -> str:
-        return f"{sha}\x1fimplflow: x\n\nsummary\n\n" + "\n".join(trailers) + "\n\x1e"
+    def commit(sha: str, *trailers: str) -> str:  # as ROUNDS_LOG_FORMAT prints it
+        return f"{sha}\x1f" + "\n".join(trailers) + "\n\x1e"
 
     log = "".join(
         [
