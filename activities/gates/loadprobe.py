@@ -176,8 +176,7 @@ async def _probe(
         calibration: _Calibration | None = None
         try:
             await _wait_healthy(service, port, spec.health_path, spec, service_log, beat)
-            url = f"http://{PROBE_HOST}:{port}{spec.health_path}"
-            close_delimited = await in_scope_network(_close_delimited, url, 2.0)
+            close_delimited = await in_scope_network(_close_delimited, port, spec.health_path)
             tree.refresh()
             if spec.calibrate:
                 calibration = await _Calibration.start(spec, tool, work, beat)
@@ -493,14 +492,12 @@ def _get(url: str, timeout: float) -> tuple[bool, str]:
         return False, str(reason)
 
 
-def _close_delimited(url: str, timeout: float) -> bool:
+def _close_delimited(port: int, path: str, timeout: float = 2.0) -> bool:
     """Whether the service ends each response by closing the connection (no length, no
     chunks), asked as a keep-alive client asks; never raises."""
-    address = url.removeprefix("http://").split("/", 1)[0]
-    host, _, port = address.rpartition(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    connection = http.client.HTTPConnection(PROBE_HOST, port, timeout=timeout)
     try:
-        connection.request("GET", url[len("http://") + len(address) :] or "/")
+        connection.request("GET", path)
         response = connection.getresponse()
         response.read()
         return bool(response.will_close and response.length is None and not response.chunked)
