@@ -32,7 +32,6 @@ under it) holds ``Answer:`` followed by text.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from activities.gates.services import (
     DetectedService,
     detect_node_service,
     detect_python_service,
+    django_settings_module,
     python_packages,
 )
 from implflow.layout import API_CONTRACT, API_CONTRACT_CANDIDATES, DESIGN_DOC, REVIEW_DOC
@@ -105,19 +105,18 @@ def _review_and_design(workdir: Path) -> dict[str, list[CheckConfig]]:
     }
 
 
-_DJANGO_SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
 _PYTEST_CONFIGS = ("pytest.ini", "pyproject.toml", "setup.cfg", "tox.ini")
 
 
-def django_settings(workdir: Path) -> list[str]:
-    """pytest options for a Django project (``manage.py`` names its settings module): its
-    plugin (installed into the task environment), the settings, and Django's own test file
-    names (``tests.py``, ``test*.py``) unless the project's pytest configuration names them."""
-    manage = workdir / "manage.py"
-    found = _DJANGO_SETTINGS.search(_text(manage)) if manage.is_file() else None
-    if found is None or "django" not in read_recipe(workdir).declared:
+def django_settings(workdir: Path, declared: frozenset[str]) -> list[str]:
+    """pytest options for a Django project (``django`` declared, ``manage.py`` naming its
+    settings module): its plugin (installed into the task environment), the settings, and
+    Django's own test file names (``tests.py``, ``test*.py``) unless the project's pytest
+    configuration names them."""
+    settings = django_settings_module(workdir) if "django" in declared else None
+    if settings is None:
         return []
-    options = ["-p", "pytest_django", f"--ds={found.group(1)}"]
+    options = ["-p", "pytest_django", f"--ds={settings}"]
     if not any("python_files" in _text(workdir / name) for name in _PYTEST_CONFIGS):
         options += ["-o", "python_files=test*.py *_test.py tests.py"]
     return options
@@ -156,7 +155,8 @@ def python_preset(workdir: Path) -> Preset:
     env = {"PYTHONPATH": "src"} if src_layout else {}
     source = ",".join(targets)
 
-    django = django_settings(workdir)
+    recipe = read_recipe(workdir)
+    django = django_settings(workdir, recipe.declared)
 
     def tests(name: str, min_tests: int) -> CheckConfig:
         return CheckConfig(
@@ -289,7 +289,6 @@ def python_preset(workdir: Path) -> Preset:
         ],
         "verify": [probes["verify"], bandit],
     }
-    recipe = read_recipe(workdir)
     return _with_service(phases, detect_python_service(workdir, recipe.declared))
 
 

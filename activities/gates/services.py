@@ -515,6 +515,20 @@ def _best_path(routes: list[str], fastapi: bool = False) -> str:
     return routes[0] if routes else "/"
 
 
+_DJANGO_SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']""")
+
+
+def django_settings_module(workdir: Path) -> str | None:
+    """The settings module ``manage.py`` sets by default (``setdefault(..., "x.settings")``),
+    or ``None``."""
+    try:
+        text = (workdir / "manage.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = _DJANGO_SETTINGS.search(text)
+    return found.group(1) if found else None
+
+
 def _django(workdir: Path) -> str | None:
     manage = workdir / "manage.py"
     try:

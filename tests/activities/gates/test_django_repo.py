@@ -20,17 +20,21 @@ from tests.fixtures import DJANGO_POLLS, UV_CACHE, copy_repo, write_tree
 
 def test_django_projects_run_with_their_plugin_settings_and_test_files(tmp_path: Path) -> None:
     repo = copy_repo(DJANGO_POLLS, tmp_path / "polls")
-    assert django_settings(repo) == [
+    assert django_settings(repo, read_recipe(repo).declared) == [
         *("-p", "pytest_django", "--ds=mysite.settings"),
         *("-o", "python_files=test*.py *_test.py tests.py"),
     ]
     assert "pytest-django" in read_recipe(repo).tools
     # The project's own pytest configuration names its test files: kept.
     write_tree(repo, {"pytest.ini": "[pytest]\npython_files = check_*.py\n"})
-    assert django_settings(repo) == ["-p", "pytest_django", "--ds=mysite.settings"]
+    assert django_settings(repo, read_recipe(repo).declared) == [
+        "-p",
+        "pytest_django",
+        "--ds=mysite.settings",
+    ]
     # Not a Django project: nothing changes.
     plain = write_tree(tmp_path / "plain", {"requirements.txt": "flask\n", "manage.py": ""})
-    assert django_settings(plain) == []
+    assert django_settings(plain, read_recipe(plain).declared) == []
     assert read_recipe(plain).tools == ("pytest", "coverage")
 
 
