@@ -223,7 +223,6 @@ class Approvals:
 
     def expire(self, phase: str, commit: str | None, now: datetime) -> None:
         """Nobody decided before the deadline: record that as a decision of its own."""
-        self.pending = None  # nothing waits for a person any more
         self.record(
             Decision(
                 phase=phase,
