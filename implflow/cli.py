@@ -135,6 +135,12 @@ def visible(text: object, *, multiline: bool = False) -> str:
     return str(text).translate(_CONTROLS_BUT_NEWLINE if multiline else _CONTROLS)
 
 
+def plain(text: object, *, multiline: bool = False, out: Console | None = None) -> None:
+    """Print data as it is (ids, titles, program output): never markup, control characters
+    shown (``visible``)."""
+    (out or console()).print(visible(text, multiline=multiline), markup=False, highlight=False)
+
+
 def safe(text: object, *, multiline: bool = False) -> str:
     """Text the CLI did not write, for a rich markup string: visible and markup-escaped."""
     from rich.markup import escape
@@ -160,7 +166,7 @@ def _report(as_json: bool, data: Any, text: str) -> None:
         _emit_json(data)
     else:
         # ``text`` carries ids, phases, approvers: never markup, never terminal controls.
-        console().print(visible(text, multiline=True), markup=False, highlight=False)
+        plain(text, multiline=True)
 
 
 def _bad_input(message: str) -> typer.Exit:
@@ -348,10 +354,10 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
     from implflow.layout import branch_name
 
     branch = status.branch or branch_name(status.workflow_id)
-    out.print(visible(f"repo: {repo or '-'}  branch: {branch}"), markup=False, highlight=False)
+    plain(f"repo: {repo or '-'}  branch: {branch}", out=out)
     for doc in _documents(status, repo, branch):
         where = f"git -C {repo} show {branch}:{doc}" if repo else f"{branch}:{doc}"
-        out.print(visible(f"document: {doc}  (read it: {where})"), markup=False, highlight=False)
+        plain(f"document: {doc}  (read it: {where})", out=out)
     table = Table("phase", "status", "rounds", "attempts", "duration", "gate", "outcome")
     for p in status.phases:
         gate = ""
@@ -373,30 +379,27 @@ def render_status(status: TaskStatus, execution: str = "running", repo: str | No
     out.print(table)
     for p in status.phases:  # what the retried attempts of a round ran into
         for line in p.failed_attempts:
-            out.print(visible(f"retried: {p.name} {line}"), markup=False, highlight=False)
+            plain(f"retried: {p.name} {line}", out=out)
     if status.ledger.cost_usd or status.ledger.tokens:
         led = status.ledger
         out.print(f"spent: ${led.cost_usd:.2f}, {led.tokens} tokens, {led.turns} turns")
     if status.pending_approval and not ended_early:
         pa = status.pending_approval
         if pa.evidence:
-            out.print(visible(pa.evidence, multiline=True), markup=False, highlight=False)
+            plain(pa.evidence, multiline=True, out=out)
         out.print(
             f"[yellow]awaiting a decision on {safe(pa.phase)}[/yellow] ({safe(pa.kind)}) since "
             f"{pa.since.isoformat(timespec='seconds')}"
             + (f" (commit {safe(pa.commit[:10])})" if pa.commit else ""),
             highlight=False,
         )
-        out.print(visible(next_step(status.workflow_id, pa)), markup=False, highlight=False)
+        plain(next_step(status.workflow_id, pa), out=out)
     for d in status.decisions:
-        out.print(
-            visible(
-                f"decision: {d.phase} {d.decision} by {d.approver} at "
-                f"{d.at.isoformat(timespec='seconds')}"
-                + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else "")
-            ),
-            markup=False,
-            highlight=False,
+        plain(
+            f"decision: {d.phase} {d.decision} by {d.approver} at "
+            f"{d.at.isoformat(timespec='seconds')}"
+            + (f" — {d.comment or d.feedback}" if (d.comment or d.feedback) else ""),
+            out=out,
         )
     if status.error:
         out.print(f"[red]error:[/red] {safe(status.error, multiline=True)}", highlight=False)
@@ -452,7 +455,7 @@ def start(
             # One line, so `--json --watch` output is JSON lines.
             _emit_json({"workflow_id": wid, "task_queue": flow.task_queue}, indent=None)
         else:
-            console().print(visible(f"started {wid}"), markup=False, highlight=False)
+            plain(f"started {wid}")
         if watch_:
             return await _watch(flow, wid, as_json)
         return 0
@@ -471,21 +474,17 @@ async def _watch(flow: ImplflowClient, wid: str, as_json: bool) -> int:
             _emit_json(status.model_dump(mode="json"), indent=None)
             continue
         done, total = _done_count(status)
-        console().print(
-            visible(f"[{done}/{total}] {status.state.value:<18} {status.current_phase or '-'}"),
-            markup=False,
-            highlight=False,
-        )
+        plain(f"[{done}/{total}] {status.state.value:<18} {status.current_phase or '-'}")
     if last is None:  # pragma: no cover - watch always yields the first status
         return 1
     execution = "running" if last.state in FINAL_STATES else await flow.execution_state(wid)
     state = _state_of(last, execution)
     if not as_json:
         if execution != "running" and last.state not in FINAL_STATES:
-            console().print(visible(f"{wid} ended: {state}"), markup=False, highlight=False)
+            plain(f"{wid} ended: {state}")
         elif last.pending_approval:
             step = next_step(wid, last.pending_approval)
-            console().print(visible(step), markup=False, highlight=False)
+            plain(step)
         elif last.state in FINAL_STATES:
             render_status(last)
     return 1 if state in FAILED_STATES else 0

@@ -67,13 +67,9 @@ def check(file: FileArg, repo: RepoOpt = None, as_json: cli.JsonOpt = False) -> 
         return
     order = topological_order(plan.tasks)
     # The title and ids come from the file: never markup, never terminal controls.
-    cli.console().print(
-        cli.visible(
-            f"{plan.title}: {len(plan.tasks)} tasks, concurrency {plan.concurrency}, "
-            f"on_failure {plan.on_failure}; order: {', '.join(order)}"
-        ),
-        markup=False,
-        highlight=False,
+    cli.plain(
+        f"{plan.title}: {len(plan.tasks)} tasks, concurrency {plan.concurrency}, "
+        f"on_failure {plan.on_failure}; order: {', '.join(order)}"
     )
 
 
@@ -99,13 +95,9 @@ def run(
         if as_json:
             cli._emit_json({"plan_id": pid, "started": started.started}, indent=None)
         elif started.started:
-            cli.console().print(cli.visible(f"started plan {pid}"), markup=False, highlight=False)
+            cli.plain(f"started plan {pid}")
         else:
-            cli.console().print(
-                cli.visible(f"plan {pid} is already running this plan; following it"),
-                markup=False,
-                highlight=False,
-            )
+            cli.plain(f"plan {pid} is already running this plan; following it")
         return await _watch(plans, pid, as_json) if watch_ else 0
 
     raise typer.Exit(cli._run(go))
@@ -132,24 +124,16 @@ async def _watch(plans: PlanClient, plan_id: str, as_json: bool) -> int:
             if shown.get(task.id) != now:
                 shown[task.id] = now
                 waiting = f" — waiting for {task.waiting}" if task.waiting else ""
-                cli.console().print(
-                    cli.visible(
-                        f"[{done}/{status.totals.tasks}] {task.id:<{width}}  "
-                        f"{task.state.value:<18} {task.phase or '-'}{waiting}"
-                    ),
-                    highlight=False,
-                    markup=False,
+                cli.plain(
+                    f"[{done}/{status.totals.tasks}] {task.id:<{width}}  "
+                    f"{task.state.value:<18} {task.phase or '-'}{waiting}"
                 )
         if status.pending and status.pending.model_dump() != asked:
             asked = status.pending.model_dump()
             p = status.pending
-            cli.console().print(
-                cli.visible(
-                    f"the plan waits for {p.phase} of {p.task}: implflow plan approve {plan_id} "
-                    f"{p.task} --phase {p.phase}" + (" --candidate N" if p.phase == "pick" else "")
-                ),
-                highlight=False,
-                markup=False,
+            cli.plain(
+                f"the plan waits for {p.phase} of {p.task}: implflow plan approve {plan_id} "
+                f"{p.task} --phase {p.phase}" + (" --candidate N" if p.phase == "pick" else "")
             )
     if last is None:
         return 1
@@ -166,7 +150,7 @@ def render_plan(status: PlanStatus) -> None:
     """
     from rich.table import Table
 
-    safe, visible, cell = cli.safe, cli.visible, cli.cell
+    safe, cell = cli.safe, cli.cell
     con = cli.console()
     con.print(f"[bold]{safe(status.title)}[/bold]  ({safe(status.plan_id)})", highlight=False)
     t = status.totals
@@ -191,25 +175,20 @@ def render_plan(status: PlanStatus) -> None:
             f"${task.cost_usd:.2f}",
         )
     con.print(table)
-    con.print(
-        visible(f"task branches: implflow/{status.plan_id}.<task>"), highlight=False, markup=False
-    )
+    cli.plain(f"task branches: implflow/{status.plan_id}.<task>", out=con)
     for task in status.tasks:
         if len(task.runs) > 1:
             for run in task.runs:
                 figures = run.figures.line() if run.figures else ""
-                con.print(
-                    visible(
-                        f"  {task.id} candidate {run.candidate}: {run.state or 'not started'} "
-                        f"{run.label} {figures}"
-                    ),
-                    highlight=False,
-                    markup=False,
+                cli.plain(
+                    f"  {task.id} candidate {run.candidate}: {run.state or 'not started'} "
+                    f"{run.label} {figures}",
+                    out=con,
                 )
     if status.pending:
         p = status.pending
         if p.evidence:
-            con.print(visible(p.evidence, multiline=True), markup=False, highlight=False)
+            cli.plain(p.evidence, multiline=True, out=con)
         con.print(
             f"[yellow]waiting for {safe(p.phase)} of {safe(p.task)}[/yellow]: "
             + safe(f"implflow plan approve {status.plan_id} {p.task} --phase {p.phase}"),
@@ -218,13 +197,10 @@ def render_plan(status: PlanStatus) -> None:
     i = status.integration
     if i is not None and i.commit:
         test = {True: "passed", False: "failed", None: "not run"}[i.test_passed]
-        con.print(
-            visible(
-                f"integration: {i.branch} @ {i.commit[:12]} (merged {', '.join(i.merged)}; "
-                f"tests {test})"
-            ),
-            markup=False,
-            highlight=False,
+        cli.plain(
+            f"integration: {i.branch} @ {i.commit[:12]} (merged {', '.join(i.merged)}; "
+            f"tests {test})",
+            out=con,
         )
     if status.error:
         con.print(f"[red]error:[/red] {safe(status.error, multiline=True)}", highlight=False)

@@ -39,7 +39,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from implflow.cli import next_step, safe, visible
+from implflow.cli import next_step, plain, safe, visible
 from implflow.client import FINAL_STATES, ImplflowClient
 from implflow.connection import connect
 from implflow.errors import ImplflowError
@@ -163,10 +163,8 @@ async def _server(settings: Settings, console: Console) -> AsyncIterator[str]:
         yield f"localhost:{settings.server_port}"
         return
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    console.print(
-        visible(f"starting the embedded Temporal dev server (data in {settings.data_dir}) ..."),
-        markup=False,
-        highlight=False,
+    plain(
+        f"starting the embedded Temporal dev server (data in {settings.data_dir}) ...", out=console
     )
     async with dev_server(
         db_file=settings.data_dir / "temporal.db",
@@ -246,23 +244,15 @@ async def _decide(
         f"commit {safe((pending.commit or '-')[:10])} on branch {safe(branch_name(wid))})"
     )
     if pending.evidence:
-        console.print(visible(pending.evidence, multiline=True), markup=False, highlight=False)
+        plain(pending.evidence, multiline=True, out=console)
     if phase == "design":
-        console.print(
-            visible(f"read the design: git -C {repo} show {branch_name(wid)}:{DESIGN_DOC}"),
-            markup=False,
-            highlight=False,
-        )
+        plain(f"read the design: git -C {repo} show {branch_name(wid)}:{DESIGN_DOC}", out=console)
     if lines is None:  # --auto-approve
         word: DecisionWord = "waive" if pending.kind == "gate" else "approve"
         await flow.decide(wid, phase, word, "demo", comment="auto-approved by the demo")
-        console.print(visible(f"auto-{word}d {phase}"), markup=False, highlight=False)
+        plain(f"auto-{word}d {phase}", out=console)
         return
-    console.print(
-        visible(f"answer here, or from anywhere else: {next_step(wid, pending)}"),
-        markup=False,
-        highlight=False,
-    )
+    plain(f"answer here, or from anywhere else: {next_step(wid, pending)}", out=console)
     here = asyncio.create_task(_answer_here(lines, pending, console))
     elsewhere = asyncio.create_task(_decided_elsewhere(flow, wid, pending))
     try:
@@ -291,7 +281,7 @@ async def _decide(
             feedback=text if word == "reject" else "",
         )
     except ImplflowError as err:  # e.g. decided elsewhere a moment earlier
-        console.print(visible(f"not recorded: {err}"), markup=False, highlight=False)
+        plain(f"not recorded: {err}", out=console)
         return
     console.print(
         visible(f"{word}d {phase}")
@@ -303,11 +293,7 @@ async def _decide(
 
 def _say_decided_elsewhere(decision: Decision | None, phase: str, console: Console) -> None:
     if decision is None:
-        console.print(
-            visible(f"\n{phase} is no longer waiting; following the task", multiline=True),
-            markup=False,
-            highlight=False,
-        )
+        plain(f"\n{phase} is no longer waiting; following the task", multiline=True, out=console)
         return
     how = {"signal": "a signal", "update": "the decide update"}.get(decision.via, decision.via)
     console.print(
@@ -424,9 +410,7 @@ async def _follow(
         status = await flow.status(wid)
         if status.current_phase != running and status.state.value in ("running", "repairing"):
             running = status.current_phase
-            console.print(
-                visible(f"  … {running} ({status.state.value})"), markup=False, highlight=False
-            )
+            plain(f"  … {running} ({status.state.value})", out=console)
         for p in status.phases:
             gate = p.gate
             if gate is not None and (p.name, gate.round, gate.passed) not in seen:
@@ -438,14 +422,11 @@ async def _follow(
                     highlight=False,
                 )
                 for check in gate.checks:
-                    console.print(
-                        visible(
-                            f"      {'PASS' if check.passed else 'FAIL'} {check.name}: "
-                            f"{check.summary}"
-                            + (f"  [target {check.threshold}]" if check.threshold else "")
-                        ),
-                        markup=False,
-                        highlight=False,
+                    plain(
+                        f"      {'PASS' if check.passed else 'FAIL'} {check.name}: "
+                        f"{check.summary}"
+                        + (f"  [target {check.threshold}]" if check.threshold else ""),
+                        out=console,
                     )
                 if not gate.passed and p.repairs < 4:
                     console.print(
@@ -478,13 +459,9 @@ def _summary(status: TaskStatus, state: str, repo: Path, console: Console) -> No
         table.add_row(Text(visible(p.name)), str(p.rounds), str(p.repairs), gate, measured, targets)
     console.print(table)
     for d in status.decisions:
-        console.print(
-            visible(
-                f"decision: {d.phase} {d.decision} by {d.approver} "
-                f"(commit {(d.commit or '-')[:10]})"
-            ),
-            markup=False,
-            highlight=False,
+        plain(
+            f"decision: {d.phase} {d.decision} by {d.approver} (commit {(d.commit or '-')[:10]})",
+            out=console,
         )
     branch = status.branch or branch_name(status.workflow_id)
     log = subprocess.run(
@@ -500,6 +477,6 @@ def _summary(status: TaskStatus, state: str, repo: Path, console: Console) -> No
         highlight=False,
     )
     # Commit subjects are the agents' text: shown as written, never markup.
-    console.print(visible(log.stdout.rstrip(), multiline=True), markup=False, highlight=False)
+    plain(log.stdout.rstrip(), multiline=True, out=console)
     if status.error:
         console.print(f"[red]error:[/red] {safe(status.error, multiline=True)}", highlight=False)
