@@ -20,7 +20,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,11 +36,16 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import RPCError
 
 from implflow.binaries import find_binary
 from implflow.converter import data_converter
-from implflow.server import dev_server_argv, ensure_search_attributes
+from implflow.errors import ImplflowError
+from implflow.server import (
+    dev_server_argv,
+    ensure_search_attributes,
+    free_port,
+    wait_until_serving,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -227,18 +231,6 @@ async def connect(address: str) -> Client:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-        return True
-    return False
-
-
 class DevServer:
     """``temporal server start-dev`` on free 127.0.0.1 ports with a file database."""
 
@@ -267,20 +259,11 @@ class DevServer:
         """Start (or start again, on the same database and port) and wait until it answers."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = self.procs.spawn(self.argv(), env=dict(os.environ), log=self.log)
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"dev server exited {self.proc.returncode}: {tail(self.log)}")
-            if port_open(self.port):
-                try:
-                    client = await connect(self.address)
-                    await ensure_search_attributes(client, register=True)
-                    return
-                except (RuntimeError, RPCError):
-                    pass  # the frontend listens before the namespace is ready
-            if time.monotonic() > deadline:
-                raise BenchError(f"dev server not ready on {self.address}: {tail(self.log)}")
-            await asyncio.sleep(0.2)
+        try:
+            await wait_until_serving(self.address, self.proc, ready_timeout_s)
+        except ImplflowError as err:
+            raise BenchError(f"{err}: {tail(self.log)}") from None
+        await ensure_search_attributes(await connect(self.address), register=True)
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

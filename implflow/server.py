@@ -81,6 +81,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def wait_until_serving(address: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Return once the server at ``address`` (started as ``proc``) accepts a client.
+
+    The port opens before the frontend is healthy ("Frontend is not healthy yet"), so an open
+    port is not enough: a client must connect. Raises ``ImplflowError`` when the process exits
+    or ``timeout_s`` passes, with the last connection error.
+    """
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    last = "port not open"
+    while True:
+        if proc.poll() is not None:
+            raise ImplflowError(f"temporal dev server exited with code {proc.returncode}")
+        if port_open(host, int(port)):
+            try:
+                await Client.connect(address)
+                return
+            except (RuntimeError, RPCError) as err:
+                last = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if time.monotonic() > deadline:
+            raise ImplflowError(f"temporal dev server not ready on {address}: {last}")
+        await asyncio.sleep(0.2)
+
+
 @contextlib.asynccontextmanager
 async def dev_server(
     db_file: Path | None = None,
@@ -99,14 +123,9 @@ async def dev_server(
         argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        deadline = time.monotonic() + ready_timeout_s
-        while not port_open("127.0.0.1", port):
-            if proc.poll() is not None:
-                raise ImplflowError(f"temporal dev server exited with code {proc.returncode}")
-            if time.monotonic() > deadline:
-                raise ImplflowError(f"temporal dev server not ready on port {port}")
-            await asyncio.sleep(0.2)
-        yield f"127.0.0.1:{port}"
+        address = f"127.0.0.1:{port}"
+        await wait_until_serving(address, proc, ready_timeout_s)
+        yield address
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
