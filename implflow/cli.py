@@ -205,15 +205,20 @@ def next_step(workflow_id: str, pending: PendingApproval) -> str:
 def _load_input(value: str) -> str:
     if value.startswith("@"):
         path = Path(value[1:])
-        if not path.is_file():
+        if not path.exists():
             raise InvalidInputError(f"invalid input: --input: file {path} not found")
-        try:
-            return path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise InvalidInputError(f"invalid input: --input: {path} is a directory, not a file")
+        try:  # any readable file: a regular one, /dev/stdin, a pipe
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             reason = "not UTF-8 text" if isinstance(err, UnicodeDecodeError) else err.strerror
             raise InvalidInputError(
                 f"invalid input: --input: cannot read {path}: {reason}"
             ) from None
+        if not text.strip():
+            raise InvalidInputError(f"invalid input: --input: {path} is empty")
+        return text
     return value
 
 

@@ -5,9 +5,12 @@ The CLI against a real server is in tests/e2e/test_e2e.py; the demo in tests/imp
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -48,7 +51,9 @@ runner = CliRunner()
             "--command",
         ),
         (["--input", "{bad json"], "--input"),
-        (["--input", "@/nonexistent.json"], "--input"),
+        (["--input", "@/nonexistent.json"], "--input: file /nonexistent.json not found"),
+        (["--input", "@/dev/null"], "--input: /dev/null is empty"),
+        (["--input", "@/"], "--input: / is a directory"),
         (["--input", '{"title": "t", "description": "d", "repo": "/tmp", "budget": 5}'], "budget"),
         (
             ["--title", "t", "--description", "d", "--repo", "/tmp", "--executor", "claud"],
@@ -63,6 +68,24 @@ def test_start_rejects_bad_input_before_connecting(args: list[str], field: str) 
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: invalid input")
     assert field in lines[0]
+
+
+def test_start_reads_input_from_stdin(tmp_path: Path) -> None:
+    # `--input @/dev/stdin` reads a piped input (it was refused as "file not found"); the task
+    # is validated and only then does the unreachable server fail the start.
+    task = {"title": "t", "description": "d", "repo": str(tmp_path), "budget": 5}
+    proc = subprocess.run(
+        [sys.executable, "-m", "implflow.cli", "start", "--input", "@/dev/stdin"],
+        input=json.dumps(task),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:1"},
+        timeout=60,
+        check=False,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert out.startswith("error: invalid input") and "budget" in out, out
 
 
 def test_unreachable_server_is_one_line_exit_1() -> None:
